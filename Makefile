@@ -1,0 +1,48 @@
+# flowsep: `make test` and `make book` install what they need from nothing (Debian + Python 3.11).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PROFILE ?= cpu
+SYSTEM_TOOLS := ffmpeg:ffmpeg ffprobe:ffmpeg chromium:chromium chromedriver:chromium-driver
+SYSTEM_LIBS := libfluidsynth.so.3:libfluidsynth3 libsndfile.so.1:libsndfile1
+
+.PHONY: setup system test book smoke-book clean-book strip help
+
+help:
+	@echo "make setup   - system packages (apt) and ./.venv with pinned Python packages"
+	@echo "make test    - setup, then the whole test suite (unit, CLI, chapters at the smoke profile, browser)"
+	@echo "make book    - setup, then every chapter executed at PROFILE=$(PROFILE) and rendered to _build/html"
+
+setup: system $(VENV)/.setup-stamp
+
+# System packages: installed with apt-get when missing and running as root; otherwise one line naming them.
+system:
+	@missing=""; \
+	for pair in $(SYSTEM_TOOLS); do command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
+	for pair in $(SYSTEM_LIBS); do ldconfig -p 2>/dev/null | grep -q "$${pair%%:*}" || missing="$$missing $${pair##*:}"; done; \
+	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
+	if [ -n "$${missing// /}" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing system packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
+	  else echo "flowsep needs the system packages:$$missing (install them, e.g. sudo apt-get install$$missing)"; exit 1; fi; \
+	fi
+
+$(VENV)/.setup-stamp: pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "flowsep needs $(PYTHON) (install Python 3.11)"; exit 1; }
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=24"
+	$(PY) -m pip install -q -c constraints.txt "torch==2.9.1" "torchaudio==2.9.1"
+	$(PY) -m pip install -q -c constraints.txt -e ".[book,test]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@touch $@
+
+test: setup
+	$(PY) -m pytest -q tests
+
+book: setup
+	$(PY) -m flowsep.book_build --profile $(PROFILE)
+
+strip:
+	$(VENV)/bin/nbstripout book/*.ipynb
