@@ -96,13 +96,15 @@ class GroupedInvConv(nn.Module):
         return self.weight if self.weight.dtype == torch.float64 else self.weight.float()
 
     def forward(self, x):
-        y = self._ungroups(torch.einsum("ij,bjgt->bigt", self.weight.to(x.dtype), self._groups(x)))
+        with torch.autocast(x.device.type, enabled=False):  # the invertible parts stay in full precision
+            y = self._ungroups(torch.einsum("ij,bjgt->bigt", self.weight.to(x.dtype), self._groups(x)))
         logdet = torch.linalg.slogdet(self._w())[1] * (self.channels // self.n_split) * x.shape[2]
         return y, logdet.to(x.dtype).expand(x.shape[0])
 
     def inverse(self, y):
         w_inv = torch.linalg.inv(self._w()).to(y.dtype)
-        return self._ungroups(torch.einsum("ij,bjgt->bigt", w_inv, self._groups(y)))
+        with torch.autocast(y.device.type, enabled=False):
+            return self._ungroups(torch.einsum("ij,bjgt->bigt", w_inv, self._groups(y)))
 
 
 class WaveNet(nn.Module):
@@ -159,7 +161,8 @@ class AffineCoupling(nn.Module):
         nn.init.zeros_(self.end.bias)
 
     def _shift_logscale(self, xa):
-        m, logs = self.end(self.net(self.start(xa))).chunk(2, dim=1)
+        # under autocast the network runs in half precision; the affine map itself does not
+        m, logs = self.end(self.net(self.start(xa))).to(xa.dtype).chunk(2, dim=1)
         return m, logs
 
     def forward(self, x):

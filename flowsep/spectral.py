@@ -40,7 +40,7 @@ def istft(spec: torch.Tensor, n_fft: int, hop: int, length: int) -> torch.Tensor
     """Inverse of :func:`stft`: (..., bins, frames) complex -> (..., length) real."""
     lead = spec.shape[:-2]
     flat = spec.reshape(-1, *spec.shape[-2:])
-    real_dtype = torch.finfo(flat.dtype).dtype if flat.is_complex() else flat.dtype
+    real_dtype = flat.real.dtype if flat.is_complex() else flat.dtype
     wave = torch.istft(flat, n_fft, hop_length=hop, win_length=n_fft,
                        window=_window(n_fft, flat.device, real_dtype),
                        center=True, length=length)

@@ -1,0 +1,140 @@
+"""MUSDB18-format data through the ``musdb`` package, and folders of one instrument's recordings.
+
+Chapter: "The separation problem" and "Training the source priors".
+
+The same functions read the synthetic set of ``flowsep synth``, a real MUSDB18 (stems .mp4, decoded
+by stempeg with ffmpeg), MUSDB18-HQ (wav) and the 7-second previews (``download=True``, only when a
+reader asks for it).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import FlowsepError
+from ..io import read_audio
+from ..spectral import resample
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
+MUSDB_TARGETS = ("vocals", "drums", "bass", "other")
+
+
+def is_musdb_root(root) -> bool:
+    """True if ``root`` looks like a MUSDB18-format folder (``train/`` or ``test/`` with track folders or stems)."""
+    root = Path(root)
+    return any((root / s).is_dir() for s in ("train", "test"))
+
+
+def _is_wav_layout(root: Path) -> bool:
+    for subset in ("train", "test"):
+        d = root / subset
+        if d.is_dir():
+            if any(d.glob("*.stem.mp4")):
+                return False
+            if any(d.glob("*/mixture.wav")):
+                return True
+    raise FlowsepError(f"{root} has neither track folders with mixture.wav nor .stem.mp4 files; "
+                       "give a MUSDB18 or MUSDB18-HQ root or run `flowsep synth` first")
+
+
+def setup_file_for(root) -> str | None:
+    """The musdb setup yaml of a synthetic set (its own train/valid split), or None for a real MUSDB18."""
+    p = Path(root) / "setup.yaml"
+    return str(p) if p.is_file() else None
+
+
+def open_db(root=None, subset: str = "train", split: str | None = None, download: bool = False):
+    """Open a MUSDB18-format root with ``musdb.DB``.
+
+    subset: "train" or "test"; split: None, "train" or "valid" (only for subset "train").
+    ``download=True`` fetches the 7-second previews of the real MUSDB18 (needs the internet).
+    """
+    import musdb
+
+    if subset not in ("train", "test"):
+        raise FlowsepError(f"unknown subset {subset!r}; use 'train' or 'test'")
+    if split not in (None, "train", "valid"):
+        raise FlowsepError(f"unknown split {split!r}; use 'train' or 'valid'")
+    if download:
+        return musdb.DB(root=root, download=True, subsets=subset, split=split)
+    if root is None:
+        raise FlowsepError("no dataset root given; pass --data ROOT (a MUSDB18-format folder)")
+    root = Path(root)
+    if not root.is_dir():
+        raise FlowsepError(f"dataset root {root} does not exist; run `flowsep synth {root}` or give a MUSDB18 folder")
+    if not is_musdb_root(root):
+        raise FlowsepError(f"{root} is not a MUSDB18-format root (no train/ or test/ folder inside)")
+    kwargs = dict(root=str(root), subsets=subset, split=split, is_wav=_is_wav_layout(root))
+    setup = setup_file_for(root)
+    if setup:
+        kwargs["setup_file"] = setup
+    try:
+        db = musdb.DB(**kwargs)
+    except (OSError, KeyError, ValueError) as e:
+        raise FlowsepError(f"musdb could not read {root} ({e}); check that it is a MUSDB18-format root") from None
+    return db
+
+
+def track_stems(track, rate: int | None = None) -> tuple[dict[str, np.ndarray], int]:
+    """All stems of a musdb track as {name: (channels, samples) float32}, optionally resampled."""
+    stems = {name: np.asarray(src.audio, dtype=np.float32).T for name, src in track.sources.items()}
+    sr = int(track.rate)
+    if rate and rate != sr:
+        stems = {k: resample(torch.from_numpy(v), sr, rate).numpy() for k, v in stems.items()}
+        sr = rate
+    return stems, sr
+
+
+def example_track() -> tuple[dict[str, np.ndarray], int]:
+    """The real MUSDB18 excerpt that ships inside stempeg (6 s, CC BY-NC-SA).
+
+    Returns ({"mixture", "drums", "bass", "other", "vocals": (2, samples)}, 44100).
+    """
+    import stempeg
+
+    stems, rate = stempeg.read_stems(stempeg.example_stem_path())
+    names = ("mixture", "drums", "bass", "other", "vocals")  # MUSDB18's order of streams in .stem.mp4
+    return {n: np.ascontiguousarray(stems[i].T, dtype=np.float32) for i, n in enumerate(names)}, int(rate)
+
+
+def _mono(audio: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
+    t = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+    t = t.mean(0) if t.dim() == 2 else t
+    return resample(t, rate, new_rate).numpy()
+
+
+def load_source_signals(data, source: str | None, rate: int, split: str = "train",
+                        val_fraction: float = 0.02) -> list[np.ndarray]:
+    """Mono signals of one source at ``rate``: a list of float32 arrays (samples,), one per recording.
+
+    ``data`` is a MUSDB18-format root (``source`` names the stem; split "train"/"valid" is musdb's
+    split of the train subset, falling back to the train tracks when the valid split is empty) or a
+    folder of audio files of one instrument (split "valid" holds out the last files, at least one,
+    or the last tenth of a single file).
+    """
+    data = Path(data)
+    if not data.exists():
+        raise FlowsepError(f"training data {data} does not exist; give a MUSDB18-format root or a folder of audio")
+    if is_musdb_root(data):
+        db = open_db(data, "train", split)
+        if not db.tracks and split == "valid":
+            db = open_db(data, "train", "train")
+        if not db.tracks:
+            raise FlowsepError(f"{data} has no training tracks; generate or download some first")
+        known = set(db.tracks[0].sources)
+        if source not in known:
+            raise FlowsepError(f"unknown source {source!r} in {data}; choose one of: {', '.join(sorted(known))}")
+        return [_mono(t.sources[source].audio.T, int(t.rate), rate) for t in db.tracks]
+    files = sorted(p for p in data.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES) if data.is_dir() else [data]
+    if not files:
+        raise FlowsepError(f"{data} holds no audio files ({', '.join(AUDIO_SUFFIXES)}); "
+                           "give a folder of one instrument's recordings or a MUSDB18-format root")
+    if len(files) == 1:
+        sig = _mono(*read_audio(files[0]), rate)
+        cut = int(len(sig) * 0.9)
+        return [sig[:cut]] if split == "train" else [sig[cut:]]
+    n_val = max(1, round(val_fraction * len(files)))
+    chosen = files[:-n_val] if split == "train" else files[-n_val:]
+    return [_mono(*read_audio(f), rate) for f in chosen]
