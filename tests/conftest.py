@@ -1,10 +1,13 @@
 """Shared fixtures. Datasets are generated once per test session in a temporary folder."""
 import os
 
-import pytest
-import torch
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # museval's linear algebra: one thread is faster on 2 cores
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# the tests' models are tiny: one thread each is faster than two threads fighting for two cores
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -14,3 +17,31 @@ def synth_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth") / "musdb"
     synthesize(root, n_train=3, n_test=2, seconds=6.0, seed=0, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory):
+    """The whole book executed at the smoke profile and rendered with strict warnings, once per session.
+
+    Data and priors are generated in a temporary $FLOWSEP_DATA (never in data/). Returns a namespace:
+    root (the repository), out (the build folder), html (the rendered book), timings (the build's
+    timings.json as a dict) and chapters (the chapter notebooks of _toc.yml).
+    """
+    from types import SimpleNamespace
+
+    from flowsep import book_build
+
+    data = tmp_path_factory.mktemp("book-data")
+    out = tmp_path_factory.mktemp("book") / "_build"
+    saved = os.environ.get("FLOWSEP_DATA")
+    os.environ["FLOWSEP_DATA"] = str(data)
+    try:
+        timings = book_build.build("smoke", out=out, strict=True)
+    finally:
+        if saved is None:
+            os.environ.pop("FLOWSEP_DATA", None)
+        else:
+            os.environ["FLOWSEP_DATA"] = saved
+    root = book_build.find_root()
+    return SimpleNamespace(root=root, out=out, html=out / "html", timings=timings,
+                           chapters=book_build.chapters(root))

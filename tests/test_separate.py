@@ -1,0 +1,384 @@
+"""Likelihood separation (flowsep.separate) with two tiny priors trained on synthetic sources.
+
+The fixtures train, once per module, two smoke-profile priors: a low harmonic tone source and a bright
+noise-burst source, which a few hundred Adam steps tell apart.
+"""
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import flowsep
+from flowsep.cli import main
+from flowsep.errors import FlowsepError
+from flowsep.separate import Separator, generalized_kl, overlap_add, plan_segments
+from flowsep.spectral import stft
+
+RATE = 8000  # the smoke profile's rate
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: these tiny models only lose time to thread hand-offs, badly so on shared cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tone_source(seconds, rng, rate=RATE):
+    """Low harmonic notes: 5 harmonics of 80-250 Hz, decaying notes of 0.25-0.5 s."""
+    n = int(seconds * rate)
+    out = np.zeros(n)
+    t0 = 0
+    while t0 < n:
+        dur = int(rng.uniform(0.25, 0.5) * rate)
+        f0 = rng.uniform(80, 250)
+        t = np.arange(min(dur, n - t0)) / rate
+        note = sum(0.6 ** k * np.sin(2 * np.pi * f0 * (k + 1) * t + rng.uniform(0, 6.28)) for k in range(5))
+        out[t0:t0 + len(t)] += 0.3 * note * np.exp(-3 * t)
+        t0 += dur
+    return out.astype(np.float32)
+
+
+def burst_source(seconds, rng, rate=RATE):
+    """Bright noise bursts: first-difference (high-passed) white noise with fast decays."""
+    n = int(seconds * rate)
+    out = np.zeros(n)
+    noise = rng.standard_normal(n + 1)
+    noise = noise[1:] - 0.95 * noise[:-1]
+    t0 = 0
+    while t0 < n:
+        t = np.arange(min(int(rng.uniform(0.1, 0.3) * rate), n - t0)) / rate
+        out[t0:t0 + len(t)] += 0.15 * noise[t0:t0 + len(t)] * np.exp(-20 * t)
+        t0 += int(rng.uniform(0.15, 0.4) * rate)
+    return out.astype(np.float32)
+
+
+def fit_prior(make, seed, steps=100, batch=8, frames=32):
+    """Maximum likelihood on random crops of 40 s of one synthetic source (smoke profile)."""
+    torch.manual_seed(seed)
+    cfg = flowsep.PriorConfig.preset("smoke")
+    prior = flowsep.FlowPrior(cfg)
+    rng = np.random.default_rng(seed)
+    sig = torch.from_numpy(make(40.0, rng))
+    seg = (frames - 1) * cfg.hop
+    opt = torch.optim.Adam(prior.parameters(), lr=2e-3)
+    prior.train()
+    for _ in range(steps):
+        starts = rng.integers(0, len(sig) - seg, batch)
+        mag = stft(torch.stack([sig[a:a + seg] for a in starts]), cfg.n_fft, cfg.hop).abs()[..., :frames]
+        loss = -prior.log_prob(mag).mean() / (mag.shape[1] * mag.shape[2])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    return prior.eval()
+
+
+@pytest.fixture(scope="module")
+def priors():
+    return {"tone": fit_prior(tone_source, 1), "burst": fit_prior(burst_source, 2)}
+
+
+@pytest.fixture(scope="module")
+def stems():
+    rng = np.random.default_rng(123)
+    return {"tone": tone_source(3.0, rng), "burst": burst_source(3.0, rng)}
+
+
+@pytest.fixture(scope="module")
+def stereo_stems():
+    rng = np.random.default_rng(7)
+    tone = tone_source(2.0, rng)
+    burst = burst_source(2.0, rng)
+    return {"tone": np.stack([tone, 0.5 * tone]), "burst": np.stack([0.3 * burst, burst])}
+
+
+@pytest.fixture(scope="module")
+def stereo_mix(stereo_stems):
+    return stereo_stems["tone"] + stereo_stems["burst"]
+
+
+def sdr(ref, est):
+    return 10 * math.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((ref - est).astype(np.float64) ** 2))
+
+
+def test_separation_beats_mixture_as_estimate(priors, stems):
+    mix = stems["tone"] + stems["burst"]
+    sep = Separator(priors, iterations=100, progress=False)
+    est = sep(mix, RATE)
+    for name, ref in stems.items():
+        assert sdr(ref, est[name]) > sdr(ref, mix) + 3.0, name
+    assert sep.trace[-1] < 0.5 * sep.trace[0]
+    # the search itself helps: the optimised magnitudes beat the priors' modes (the start point)
+    start = Separator(priors, iterations=0, post="none", progress=False)(mix, RATE)
+    found = sep.result.render("none")
+    for name, ref in stems.items():
+        assert sdr(ref, found[name]) > sdr(ref, start[name]) + 1.0, name
+
+
+def test_every_post_filter_improves_on_the_mixture(priors, stems):
+    mix = stems["tone"] + stems["burst"]
+    sep = Separator(priors, iterations=60, progress=False)
+    result = sep.estimate(mix, RATE)
+    for post in ("none", "mask", "wiener"):
+        est = result.render(post)
+        for name, ref in stems.items():
+            assert sdr(ref, est[name]) > sdr(ref, mix), (post, name)
+
+
+@pytest.mark.parametrize("shape,rate", [((1, 9001), RATE), ((2, 12345), RATE), ((2, 30000), 44100),
+                                        ((3, 5000), 11025), ((7777,), 16000)])
+def test_estimates_have_the_mixture_shape_and_rate(priors, shape, rate):
+    rng = np.random.default_rng(0)
+    mix = (0.1 * rng.standard_normal(shape)).astype(np.float32)
+    for post in ("none", "wiener"):
+        est = Separator(priors, iterations=2, post=post, progress=False)(mix, rate)
+        assert set(est) == {"tone", "burst"}
+        for v in est.values():
+            assert isinstance(v, np.ndarray) and v.shape == mix.shape and v.dtype == np.float32
+            assert np.isfinite(v).all()
+
+
+@pytest.mark.parametrize("stereo", ["midside", "channels"])
+def test_stereo_separation(priors, stereo_stems, stereo_mix, stereo):
+    est = Separator(priors, iterations=60, stereo=stereo, progress=False)(stereo_mix, RATE)
+    for name, ref in stereo_stems.items():
+        for ch in range(2):
+            assert sdr(ref[ch], est[name][ch]) > sdr(ref[ch], stereo_mix[ch]) + 3.0, (name, ch)
+
+
+def test_tensor_input_and_channel_by_channel_stereo(priors, stereo_mix):
+    sep = Separator(priors, iterations=3, stereo="channels", progress=False)
+    est = sep(torch.from_numpy(stereo_mix), RATE)
+    assert est["tone"].shape == stereo_mix.shape
+    assert np.abs(sum(est.values()) - stereo_mix).max() < 1e-4
+
+
+@pytest.mark.parametrize("post", ["wiener", "mask"])
+@pytest.mark.parametrize("rate", [RATE, 22050])
+def test_filtered_estimates_add_up_to_the_mixture(priors, stereo_mix, post, rate):
+    mix = stereo_mix
+    if rate != RATE:
+        mix = flowsep.spectral.resample(torch.from_numpy(mix), RATE, rate).numpy()
+    est = Separator(priors, iterations=20, post=post, progress=False)(mix, rate)
+    err = np.abs(sum(est.values()) - mix).max()
+    assert err < 1e-4 * np.abs(mix).max(), err
+    # and they are not a trivial split of the mixture
+    assert np.abs(est["tone"] - est["burst"]).max() > 0.1 * np.abs(mix).max()
+
+
+def test_batched_equals_unbatched(priors, stereo_mix):
+    length, starts = plan_segments(frames=1 + stereo_mix.shape[1] // 64, seg_frames=round(0.8 * RATE / 64),
+                                   overlap_frames=round(0.2 * RATE / 64), multiple=2)
+    assert len(starts) >= 3  # the settings below give several segments, each a batch item per channel
+    kw = dict(iterations=15, post="none", segment_seconds=0.8, overlap=0.2, progress=False, init=0.1)
+    runs = {"unbatched": Separator(priors, unbatched=True, **kw),
+            "batched": Separator(priors, stack_sources=False, **kw),
+            "stacked": Separator(priors, stack_sources=True, **kw)}
+    out = {k: sep(stereo_mix, RATE) for k, sep in runs.items()}
+    peak = np.abs(stereo_mix).max()
+    for k in ("batched", "stacked"):
+        for name in priors:
+            assert np.abs(out[k][name] - out["unbatched"][name]).max() < 1e-4 * peak, (k, name)
+        np.testing.assert_allclose(runs[k].trace, runs["unbatched"].trace, rtol=1e-4)
+    assert runs["stacked"].stacked and not runs["unbatched"].stacked
+
+
+def test_trace_and_snapshots(priors, stems):
+    mix = stems["tone"] + stems["burst"]
+    sep = Separator(priors, iterations=12, snapshots=[0, 5, 12], progress=False)
+    sep(mix, RATE)
+    assert len(sep.trace) == 13 and all(math.isfinite(v) for v in sep.trace)
+    assert sep.trace[-1] < sep.trace[0]
+    assert sorted(sep.snapshots) == [0, 5, 12]
+    frames = 1 + len(mix) // 64
+    for snap in sep.snapshots.values():
+        assert set(snap) == {"tone", "burst"}
+        assert snap["tone"].shape == (1, 65, frames) and (snap["tone"] >= 0).all()
+    assert not np.allclose(sep.snapshots[0]["tone"], sep.snapshots[12]["tone"])
+    assert set(sep.timings) == {"prepare", "optimize", "post"}
+
+
+def test_x_space_prior_and_noise_init(priors, stems):
+    mix = stems["tone"] + stems["burst"]
+    sep = Separator(priors, iterations=10, prior_space="x", prior_weight=1e-3, init=0.1, progress=False)
+    est = sep(mix, RATE)
+    assert all(np.isfinite(v).all() for v in est.values())
+    assert sep.trace[-1] < sep.trace[0]
+
+
+@pytest.mark.parametrize("n_sources", [3, 5])
+def test_more_sources(priors, stems, n_sources):
+    names = [f"src{i}" for i in range(n_sources)]
+    many = {n: (priors["tone"] if i % 2 == 0 else priors["burst"]) for i, n in enumerate(names)}
+    mix = stems["tone"] + stems["burst"]
+    sep = Separator(many, iterations=5, progress=False)
+    est = sep(mix, RATE)
+    assert list(est) == names
+    assert np.abs(sum(est.values()) - mix).max() < 1e-4 * np.abs(mix).max()
+
+
+def test_priors_are_left_untouched(priors, stems):
+    p = priors["tone"]
+    p.train()
+    before = {k: v.clone() for k, v in p.state_dict().items()}
+    Separator(priors, iterations=3, progress=False)(stems["tone"] + stems["burst"], RATE)
+    assert p.training and all(q.requires_grad for q in p.parameters())
+    assert all(torch.equal(before[k], v) for k, v in p.state_dict().items())
+    assert all(q.grad is None for q in p.parameters())
+    p.eval()
+
+
+def test_segments_cover_and_crossfade_to_one():
+    for frames in (5, 64, 65, 300, 1001):
+        length, starts = plan_segments(frames, seg_frames=64, overlap_frames=8, multiple=2)
+        assert length % 2 == 0 and length <= 64
+        assert starts[0] == 0 and (starts[-1] + length >= frames)
+        if len(starts) > 1:
+            assert all(b - a <= length - 8 + 1 and b > a for a, b in zip(starts, starts[1:]))
+            assert starts[-1] + length == frames
+        ones = torch.ones(len(starts), 3, length)
+        assert torch.allclose(overlap_add(ones, starts, frames), torch.ones(3, frames))
+
+
+def test_generalized_kl():
+    m = torch.rand(2, 5, 7)
+    assert torch.allclose(generalized_kl(m, m), torch.zeros(2), atol=1e-6)
+    s = m + 0.1
+    d = generalized_kl(m, s)
+    assert (d > 0).all()
+    valid = torch.ones(2, 7)
+    valid[:, 4:] = 0
+    assert torch.allclose(generalized_kl(m, s, valid), generalized_kl(m[..., :4], s[..., :4]))
+    assert torch.isfinite(generalized_kl(torch.zeros(1, 2, 2), torch.zeros(1, 2, 2))).all()
+
+
+def _one_line_error(fn):
+    with pytest.raises(FlowsepError) as e:
+        fn()
+    msg = str(e.value)
+    assert msg and "\n" not in msg
+    return msg
+
+
+def test_bad_inputs_give_one_line(priors):
+    sep = Separator(priors, iterations=1, progress=False)
+    good = np.random.default_rng(0).standard_normal((2, 4000)).astype(np.float32) * 0.1
+    nan = good.copy()
+    nan[0, 10] = np.nan
+    inf = good.copy()
+    inf[1, 5] = np.inf
+    assert "NaN" in _one_line_error(lambda: sep(nan, RATE))
+    assert "NaN" in _one_line_error(lambda: sep(inf, RATE))
+    assert "silent" in _one_line_error(lambda: sep(np.zeros((2, 4000)), RATE))
+    assert "shorter" in _one_line_error(lambda: sep(good[:, :100], RATE))
+    assert "shorter" in _one_line_error(lambda: sep(good[:, :600], 44100))  # < 128 samples at 8 kHz
+    assert "shorter" in _one_line_error(lambda: sep(np.zeros((2, 0)), RATE))
+    assert "sample rate" in _one_line_error(lambda: sep(good, 0))
+    _one_line_error(lambda: sep(np.zeros((2, 2, 4000)), RATE))
+
+
+def test_bad_settings_give_one_line(priors):
+    assert "no priors" in _one_line_error(lambda: Separator({}))
+    _one_line_error(lambda: Separator({"a": torch.nn.Linear(2, 2)}))
+    other = flowsep.FlowPrior(flowsep.PriorConfig.preset("smoke", sample_rate=16000))
+    msg = _one_line_error(lambda: Separator({"tone": priors["tone"], "odd": other}))
+    assert "'tone'" in msg and "'odd'" in msg
+    for kw in (dict(post="magic"), dict(stereo="quad"), dict(prior_space="w"), dict(init="ones"),
+               dict(iterations=-1), dict(lr=0), dict(segment_seconds=1.0, overlap=0.6), dict(device="tpu9")):
+        _one_line_error(lambda: Separator(priors, **kw))
+
+
+# ---- the command line ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ckpts(priors, tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt")
+    for name, p in priors.items():
+        p.save(d / f"{name}.pt")
+    (d / "corrupt.pt").write_bytes(b"not a checkpoint at all")
+    return d
+
+
+@pytest.fixture(scope="module")
+def mix_wav(stereo_mix, tmp_path_factory):
+    d = tmp_path_factory.mktemp("mix")
+    audio = 0.5 * flowsep.spectral.resample(torch.from_numpy(stereo_mix[:, :9000]), RATE, 11025).numpy()
+    sf.write(d / "mix.wav", audio.T, 11025, subtype="PCM_16")
+    return d / "mix.wav"
+
+
+def test_cli_separate_writes_stems(ckpts, mix_wav, tmp_path, capsys):
+    out = tmp_path / "stems"
+    rc = main(["separate", str(mix_wav), "--prior", f"tone={ckpts / 'tone.pt'}", "--prior",
+               f"burst={ckpts / 'burst.pt'}", "--out", str(out), "--iterations", "5", "--quiet"])
+    assert rc == 0
+    ref = sf.info(str(mix_wav))
+    assert sorted(p.name for p in out.iterdir()) == ["burst.wav", "tone.wav"]
+    for name in ("tone", "burst"):
+        info = sf.info(str(out / f"{name}.wav"))
+        assert (info.samplerate, info.channels, info.frames, info.subtype) == \
+               (ref.samplerate, ref.channels, ref.frames, "PCM_16")
+    mix, _ = sf.read(str(mix_wav))
+    total = sf.read(str(out / "tone.wav"))[0] + sf.read(str(out / "burst.wav"))[0]
+    assert np.abs(total - mix).max() < 3 / 32768 + 1e-4  # Wiener: the stems add up to the mix (16-bit)
+
+
+def _cli_fails(argv, capsys):
+    rc = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith("flowsep: error: "), err
+    return err[0]
+
+
+def test_cli_bad_inputs(ckpts, mix_wav, tmp_path, capsys):
+    out = tmp_path / "out"
+    good = [f"tone={ckpts / 'tone.pt'}", f"burst={ckpts / 'burst.pt'}"]
+
+    def run(mix, specs=good, dest=out, extra=()):
+        argv = ["separate", str(mix), "--out", str(dest), "--iterations", "1", "--quiet", *extra]
+        for s in specs:
+            argv += ["--prior", s]
+        msg = _cli_fails(argv, capsys)
+        assert not out.exists()  # nothing written, not even the folder
+        return msg
+
+    assert "not found" in run(tmp_path / "nope.wav")
+    text = tmp_path / "text.wav"
+    text.write_text("this is not audio")
+    assert "not a readable audio file" in run(text)
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros((8000, 2)), 8000)
+    assert "silent" in run(silent)
+    short = tmp_path / "short.wav"
+    sf.write(short, 0.1 * np.ones((50, 1)), 8000)
+    assert "shorter" in run(short)
+    nan = tmp_path / "nan.wav"
+    sf.write(nan, np.full((4000, 1), np.nan, dtype=np.float32), 8000, subtype="FLOAT")
+    assert "NaN" in run(nan)
+    assert "corrupt" in run(mix_wav, [good[0], f"burst={ckpts / 'corrupt.pt'}"])
+    assert "not found" in run(mix_wav, [good[0], f"burst={ckpts / 'missing.pt'}"])
+    assert "NAME=CKPT" in run(mix_wav, [good[0], str(ckpts / "burst.pt")])
+    assert "NAME=CKPT" in run(mix_wav, [good[0], "burst="])
+    assert "file name" in run(mix_wav, [good[0], f"a/b={ckpts / 'burst.pt'}"])
+    assert "twice" in run(mix_wav, [good[0], good[0]])
+    assert "no priors" in run(mix_wav, [])
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    assert "not a folder" in run(mix_wav, dest=blocker)
+    assert "writable" in run(mix_wav, dest=blocker / "sub")
+    assert blocker.read_text() == "x"
+
+
+def test_cli_entry_point_exit_status(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "flowsep.cli", "separate", str(tmp_path / "missing.wav"),
+                           "--prior", "a=b.pt", "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("flowsep: error:")
+    assert "Traceback" not in proc.stderr
