@@ -39,12 +39,6 @@ def _is_wav_layout(root: Path) -> bool:
                        "give a MUSDB18 or MUSDB18-HQ root or run `flowsep synth` first")
 
 
-def setup_file_for(root) -> str | None:
-    """The musdb setup yaml of a synthetic set (its own train/valid split), or None for a real MUSDB18."""
-    p = Path(root) / "setup.yaml"
-    return str(p) if p.is_file() else None
-
-
 def open_db(root=None, subset: str = "train", split: str | None = None, download: bool = False):
     """Open a MUSDB18-format root with ``musdb.DB``.
 
@@ -67,7 +61,8 @@ def open_db(root=None, subset: str = "train", split: str | None = None, download
     if not is_musdb_root(root):
         raise FlowsepError(f"{root} is not a MUSDB18-format root (no train/ or test/ folder inside)")
     kwargs = dict(root=str(root), subsets=subset, split=split, is_wav=_is_wav_layout(root))
-    setup = setup_file_for(root)
+    from .synth import setup_file
+    setup = setup_file(root)
     if setup:
         kwargs["setup_file"] = setup
     try:
