@@ -79,8 +79,8 @@ class PriorConfig:
                           n_layers=2, batch_size=8, segment_frames=32, steps=60, lr=1e-3,
                           lr_decay_every=10_000, val_every=20, val_batches=1, checkpoint_every=20),
             "cpu": dict(transform="log", sample_rate=16000, n_fft=512, hop=128, n_blocks=6, hidden=64, kernel=5,
-                        n_layers=3, batch_size=16, segment_frames=128, steps=1500, lr=1e-3,
-                        lr_decay_every=1000, val_every=250, val_batches=2, checkpoint_every=250),
+                        n_layers=3, batch_size=16, segment_frames=128, steps=1000, lr=1e-3,
+                        lr_decay_every=700, val_every=250, val_batches=2, checkpoint_every=250),
             "paper": dict(),
         }
         if name not in presets:
