@@ -29,14 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"flowsep {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    for verb, module in VERBS.items():
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name and e.name.startswith("flowsep"):
-                continue  # a part of flowsep not installed in this version
-            raise
-        mod.register_cli(sub)
+    for module in VERBS.values():
+        importlib.import_module(module).register_cli(sub)
     return parser
 
 

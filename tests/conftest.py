@@ -33,15 +33,19 @@ def built_book(tmp_path_factory):
 
     data = tmp_path_factory.mktemp("book-data")
     out = tmp_path_factory.mktemp("book") / "_build"
-    saved = os.environ.get("FLOWSEP_DATA")
-    os.environ["FLOWSEP_DATA"] = str(data)
+    # the kernels inherit this environment; the smoke models are tiny, and one thread per kernel
+    # avoids the synchronisation stalls of several threads on a shared 2-core machine
+    env = {"FLOWSEP_DATA": str(data), "OMP_NUM_THREADS": "1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         timings = book_build.build("smoke", out=out, strict=True)
     finally:
-        if saved is None:
-            os.environ.pop("FLOWSEP_DATA", None)
-        else:
-            os.environ["FLOWSEP_DATA"] = saved
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     root = book_build.find_root()
     return SimpleNamespace(root=root, out=out, html=out / "html", timings=timings,
                            chapters=book_build.chapters(root))
