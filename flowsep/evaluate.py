@@ -344,7 +344,7 @@ def _call_system(system, track: Track) -> dict:
 
 
 def _evaluate(estimate, root, subset, tracks, out, protocol, progress, resume, save_estimates) -> Evaluation:
-    from tqdm.auto import tqdm
+    from .progress import bar as progress_bar
 
     if protocol not in PROTOCOLS:
         raise FlowsepError(f"unknown protocol {protocol!r}; use 'standard' or 'paper'")
@@ -354,7 +354,7 @@ def _evaluate(estimate, root, subset, tracks, out, protocol, progress, resume, s
         check_writable_dir(out)
     listed = open_tracks(root, subset, tracks)
     stores = []
-    for mt in tqdm(listed, desc="tracks", unit="track", disable=not progress):
+    for mt in progress_bar(listed, show=progress, desc="tracks", unit="track"):
         json_path = out / "scores" / subset / f"{mt.name}.json" if out is not None else None
         if resume and json_path is not None and json_path.is_file():
             from museval.aggregate import json2df

@@ -439,7 +439,7 @@ class Separator:
     # ---- the separation itself ----
     def estimate(self, mixture, sample_rate) -> SeparationResult:
         """Optimise the latents for one mixture; returns the magnitude estimates (see SeparationResult)."""
-        from tqdm.auto import tqdm
+        from .progress import bar as progress_bar
 
         t0 = time.perf_counter()
         wave, rate, squeeze, midside, mag, phase = self._prepare(mixture, sample_rate)
@@ -467,7 +467,7 @@ class Separator:
             return {n: overlap_add(m.detach().reshape(len(starts), n_items, bins, length), starts, frames)
                     for n, m in zip(self.names, mags)}
 
-        bar = tqdm(range(self.iterations), desc="separating", unit="it", disable=not self.progress, leave=False)
+        bar = progress_bar(range(self.iterations), show=self.progress, desc="separating", unit="it", leave=False)
         for it in bar:
             per_item, mags = self._objective(zs, target, valid)
             loss = per_item.sum()

@@ -169,8 +169,8 @@ def train_prior(config: PriorConfig, data, source: str | None = None, out=None, 
 
     bar = None
     if progress and rank == 0:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=total, initial=start, desc=f"train {source or Path(str(data)).name}", unit="step")
+        from .progress import bar as progress_bar
+        bar = progress_bar(total=total, initial=start, desc=f"train {source or Path(str(data)).name}", unit="step")
     loader = step_loader(train_set, start, total, c.batch_size, rank, world, workers)
     bits = 1.0 / math.log(2)
     t0 = time.perf_counter()
@@ -198,7 +198,7 @@ def train_prior(config: PriorConfig, data, source: str | None = None, out=None, 
             history["val_step"].append(step)
             history["val_nll"].append(validate(nll, val_set, c.val_batches, c.batch_size // world, dev, amp))
         if bar is not None:
-            post = {"nll": f"{float(loss):.3f}", "bits/dim": f"{float(loss) * bits:.3f}"}
+            post = {"nll": f"{history['train_nll'][-1]:.3f}", "bits/dim": f"{history['train_nll'][-1] * bits:.3f}"}
             if history["val_nll"]:
                 post["val bits/dim"] = f"{history['val_nll'][-1] * bits:.3f}"
             bar.set_postfix(post, refresh=False)

@@ -423,10 +423,10 @@ def _worker_init() -> None:
 
 
 def _run(jobs: list, total: int, workers: int, progress: bool) -> list:
-    from tqdm.auto import tqdm
+    from ..progress import bar as progress_bar
 
     results = []
-    with tqdm(total=total, initial=total - len(jobs), desc="synth", unit="track", disable=not progress) as bar:
+    with progress_bar(total=total, initial=total - len(jobs), desc="synth", unit="track", show=progress) as bar:
         if workers == 1 or len(jobs) <= 1:
             for job in jobs:
                 results.append(_make_track(job))
