@@ -1,0 +1,401 @@
+"""Build the book: execute every chapter with papermill, then render the executed copies with Jupyter Book.
+
+Usage (``make book`` runs the first line with PROFILE=cpu)::
+
+    python -m flowsep.book_build --profile cpu
+    python -m flowsep.book_build --profile smoke --chapters 01 02 --strict
+    python -m flowsep.book_build --profile paper --dataset /data/musdb18 --device cuda
+
+The chapters are the notebooks listed in ``_toc.yml``, in its order (adding a chapter to the toc adds
+it here). Each one runs alone on a fresh ``python3`` kernel, in its own folder, with the parameters
+``PROFILE`` (and ``DATASET`` / ``DEVICE`` when given) injected into its cell tagged ``parameters``.
+The notebooks in ``book/`` are never written to. Under ``--out`` (default ``_build``):
+
+    executed/<chapter>.ipynb   what papermill ran, outputs included (manifest.json: profile, source hash)
+    src/                       the book's sources with the executed notebooks in place of the stripped ones
+    html/                      the rendered book (``jupyter-book build src``)
+    timings.json               seconds per chapter, for the HTML and in total
+    jupyter-book.log           the full output of the last ``jupyter-book build``
+
+Chapters left out with ``--chapters`` reuse their executed copy from an earlier run with the same
+parameters if their source has not changed since; a chapter that has none is left out of that build's table of
+contents. Progress bars (ipywidgets in Jupyter and on Colab) are replaced in the rendered pages by a
+static bar showing their final state, since a static page has no kernel to drive a widget.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .errors import FlowsepError
+from .io import atomic_path
+
+PROFILES = ("smoke", "cpu", "paper")
+KERNEL = "python3"
+BOOK_FILES = ("_config.yml", "_toc.yml")   # besides the folders of the toc's files
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+# ---- the table of contents --------------------------------------------------------------------------
+def find_root(start=None) -> Path:
+    """The book's root: the folder holding ``_toc.yml`` (the repository by default, else the working folder)."""
+    candidates = [Path(start)] if start else [Path(__file__).resolve().parent.parent, Path.cwd()]
+    for c in candidates:
+        if (c / "_toc.yml").is_file() and (c / "_config.yml").is_file():
+            return c.resolve()
+    raise FlowsepError(f"no _toc.yml and _config.yml in {candidates[0]}; run from the flowsep repository")
+
+
+def _toc_entries(node) -> list[str]:
+    out = []
+    if isinstance(node, dict):
+        for key in ("root", "file"):
+            if isinstance(node.get(key), str):
+                out.append(node[key])
+        for key in ("parts", "chapters", "sections"):
+            for child in node.get(key) or []:
+                out.extend(_toc_entries(child))
+    return out
+
+
+def toc_files(root) -> list[str]:
+    """Every document of ``_toc.yml`` in reading order, as written there (no suffix, e.g. ``book/intro``)."""
+    import yaml
+
+    root = Path(root)
+    try:
+        toc = yaml.safe_load((root / "_toc.yml").read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise FlowsepError(f"cannot read {root / '_toc.yml'} ({e}); fix the table of contents") from None
+    return _toc_entries(toc)
+
+
+def _resolve(root: Path, entry: str) -> Path:
+    p = root / entry
+    if p.suffix:
+        return p
+    for suffix in (".ipynb", ".md"):
+        if p.with_suffix(suffix).is_file():
+            return p.with_suffix(suffix)
+    raise FlowsepError(f"_toc.yml lists {entry} but neither {entry}.ipynb nor {entry}.md exists")
+
+
+def chapters(root=None) -> list[Path]:
+    """The chapter notebooks, in the order of ``_toc.yml``."""
+    root = find_root(root)
+    return [p for p in (_resolve(root, e) for e in toc_files(root)) if p.suffix == ".ipynb"]
+
+
+def select(found: list[Path], names) -> list[Path]:
+    """Chapters chosen by number prefix ("01"), stem ("01_separation_problem") or path; all when empty."""
+    if not names:
+        return list(found)
+    chosen = []
+    for name in names:
+        key = Path(name).stem
+        hits = [p for p in found if p.stem == key or p.stem.split("_", 1)[0] == key]
+        if not hits:
+            raise FlowsepError(f"no chapter {name!r} in _toc.yml; choose among: "
+                               f"{', '.join(p.stem for p in found)}")
+        chosen.extend(h for h in hits if h not in chosen)
+    return [p for p in found if p in chosen]  # toc order
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ---- execution ---------------------------------------------------------------------------------------
+def execute(notebook: Path, dest: Path, parameters: dict, kernel: str = KERNEL) -> None:
+    """Run one chapter on a fresh kernel with papermill, in the chapter's folder; write the result to ``dest``."""
+    import papermill as pm
+    from jupyter_client.kernelspec import NoSuchKernel
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        pm.execute_notebook(str(notebook), str(dest), parameters=parameters, kernel_name=kernel,
+                            cwd=str(notebook.parent), progress_bar=False, log_output=False)
+    except NoSuchKernel:
+        raise FlowsepError(f"no Jupyter kernel named {kernel!r}; run `make setup` (it installs one)") from None
+    except pm.PapermillExecutionError as e:
+        evalue = str(e.evalue).strip().splitlines()
+        raise FlowsepError(f"{notebook.name} failed in cell {e.exec_count}: {e.ename}: "
+                           f"{evalue[0][:300] if evalue else ''} (see {dest})") from None
+
+
+def failed_cells(nb) -> list[str]:
+    """Errors recorded in an executed notebook (``ename: evalue`` per failing cell)."""
+    errors = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                errors.append(f"{out.get('ename')}: {out.get('evalue')}")
+    return errors
+
+
+# ---- static pages ------------------------------------------------------------------------------------
+def _progress_html(models: dict, box: dict) -> str | None:
+    """A tqdm widget (HBox of HTML, FloatProgress, HTML) as a static bar of its final state, else None."""
+    kids = [models.get(str(k).replace("IPY_MODEL_", ""), {}) for k in box.get("state", {}).get("children", [])]
+    names = [k.get("model_name") for k in kids]
+    if len(kids) != 3 or names[1] not in ("FloatProgressModel", "IntProgressModel"):
+        return None
+    left, bar, right = (k.get("state", {}) for k in kids)
+    value, top = bar.get("value") or 0, bar.get("max") or 0
+    style = bar.get("bar_style") or ""
+    color = {"danger": "#d9534f", "success": "#5cb85c"}.get(style, "#5a8fd6")
+    frac = 0.0 if not top else max(0.0, min(1.0, value / top))
+    # the widget's HTML parts are already escaped by tqdm; the texts below are inserted as they are
+    return ('<div class="flowsep-progress" style="font-family:monospace;font-size:0.85em;'
+            'display:flex;flex-wrap:wrap;align-items:center;gap:0.5em;margin:0.2em 0">'
+            f'<span>{left.get("value", "")}</span>'
+            '<span style="display:inline-block;width:12em;height:0.9em;background:#e6e6e6;border-radius:2px">'
+            f'<span style="display:block;height:100%;width:{100 * frac:.1f}%;background:{color};'
+            'border-radius:2px"></span></span>'
+            f'<span>{right.get("value", "")}</span></div>')
+
+
+def staticize_widgets(nb):
+    """Replace widget outputs by what a static page can show; drop the saved widget state.
+
+    A progress bar becomes a static bar of its final state; any other widget becomes a short note that
+    it is interactive (run the notebook to use it). Returns ``nb`` (changed in place).
+    """
+    state = nb.metadata.pop("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if WIDGET_VIEW not in data:
+                continue
+            model = state.get(data[WIDGET_VIEW].get("model_id", ""), {})
+            static = _progress_html(state, model) if model.get("model_name") == "HBoxModel" else None
+            if static is None:
+                static = ('<p class="flowsep-widget-note"><em>An interactive control: run this notebook '
+                          '(Colab button above, or Jupyter) to use it.</em></p>')
+            data.pop(WIDGET_VIEW)
+            data["text/html"] = static
+    return nb
+
+
+def assemble(root: Path, out: Path, executed: dict) -> tuple[Path, list[str]]:
+    """Copy the book's sources to ``out/src`` with executed notebooks in place of the stripped ones.
+
+    executed: {notebook path in book/: executed copy}. Chapters without an executed copy are left out of
+    the copied ``_toc.yml``. Returns (the source folder, the toc entries left out).
+    """
+    import nbformat
+    import yaml
+
+    src = out / "src"
+    if src.exists():
+        shutil.rmtree(src)
+    src.mkdir(parents=True)
+    for name in BOOK_FILES:
+        shutil.copy2(root / name, src / name)
+    folders = sorted({Path(e).parts[0] for e in toc_files(root) if len(Path(e).parts) > 1})
+    for folder in folders:
+        shutil.copytree(root / folder, src / folder,
+                        ignore=shutil.ignore_patterns("_executed", ".ipynb_checkpoints", "__pycache__"))
+    left_out = []
+    for entry in toc_files(root):
+        path = _resolve(root, entry)
+        if path.suffix != ".ipynb":
+            continue
+        target = src / path.relative_to(root)
+        if path in executed:
+            nb = staticize_widgets(nbformat.read(executed[path], as_version=4))
+            nbformat.write(nb, target)
+        else:
+            left_out.append(entry)
+    if left_out:
+        toc = yaml.safe_load((root / "_toc.yml").read_text())
+        _drop_entries(toc, set(left_out))
+        (src / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
+    return src, left_out
+
+
+def _drop_entries(node, drop: set) -> None:
+    if isinstance(node, dict):
+        for key in ("parts", "chapters", "sections"):
+            if key in node:
+                node[key] = [c for c in node[key] if not (isinstance(c, dict) and c.get("file") in drop)]
+                for c in node[key]:
+                    _drop_entries(c, drop)
+        if "parts" in node:
+            node["parts"] = [p for p in node["parts"] if p.get("chapters")]
+
+
+def jupyter_book() -> str:
+    exe = Path(sys.executable).parent / "jupyter-book"
+    found = str(exe) if exe.is_file() else shutil.which("jupyter-book")
+    if not found:
+        raise FlowsepError("jupyter-book is not installed; run `make setup` or pip install -e '.[book]'")
+    return found
+
+
+def render(src: Path, out: Path, strict: bool = False) -> Path:
+    """``jupyter-book build`` of ``src``; the HTML ends up in ``out/html``. Returns that folder."""
+    stage = out / ".jupyter-book"
+    cmd = [jupyter_book(), "build", str(src), "--path-output", str(stage), "--builder", "html", "--all"]
+    if strict:
+        cmd += ["--warningiserror", "--keep-going"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    log = out / "jupyter-book.log"
+    log.write_text(proc.stdout + "\n" + proc.stderr)
+    built = stage / "_build" / "html"
+    if proc.returncode != 0 or not (built / "index.html").is_file():
+        lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "WARNING" in ln or "ERROR" in ln]
+        first = lines[0].strip() if lines else (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise FlowsepError(f"jupyter-book build failed ({len(lines)} warnings/errors; first: {first[:300]}); "
+                           f"full log: {log}")
+    final = out / "html"
+    old = out / ".html-old"
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        final.rename(old)
+    shutil.move(str(built), str(final))
+    if old.exists():
+        shutil.rmtree(old)
+    return final
+
+
+# ---- the whole build ---------------------------------------------------------------------------------
+def build(profile: str = "cpu", chapters_: list[str] | None = None, out="_build", strict: bool = False,
+          dataset: str | None = None, device: str | None = None, root=None, kernel: str = KERNEL,
+          execute_chapters: bool = True, log=print) -> dict:
+    """Execute the chosen chapters at ``profile`` and render the book. Returns the timings dict.
+
+    A failing chapter does not stop the others; the HTML is rendered only when all chosen chapters ran.
+    ``execute_chapters=False`` only renders, from the executed copies of earlier runs.
+    """
+    import nbformat
+
+    if profile not in PROFILES:
+        raise FlowsepError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+    root = find_root(root)
+    out = Path(out)
+    if not out.is_absolute():
+        out = (Path.cwd() / out).resolve()
+    if out == root or root in out.parents and out.relative_to(root).parts[0] in ("book", "flowsep", "tests"):
+        raise FlowsepError(f"--out {out} would write among the sources; use a build folder such as _build")
+    found = chapters(root)
+    chosen = select(found, chapters_) if execute_chapters else []
+    params = {"PROFILE": profile}
+    if dataset:
+        params["DATASET"] = str(dataset)
+    if device:
+        params["DEVICE"] = str(device)
+
+    exec_dir = out / "executed"
+    exec_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = exec_dir / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    except ValueError:
+        manifest = {}
+    timings = {"profile": profile, "parameters": params, "cpu_count": os.cpu_count(), "chapters": {}}
+    t_start = time.perf_counter()
+    failures = []
+    for nb in chosen:
+        dest = exec_dir / nb.name
+        log(f"executing {nb.relative_to(root)} (PROFILE={profile}) ...", flush=True)
+        t0 = time.perf_counter()
+        status = "ok"
+        source_hash = _sha256(nb)   # of the version that runs, even if it is edited meanwhile
+        try:
+            execute(nb, dest, params, kernel)
+            errors = failed_cells(nbformat.read(dest, as_version=4))
+            if errors:
+                raise FlowsepError(f"{nb.name}: {errors[0]}")
+        except FlowsepError as e:
+            status = "failed"
+            failures.append(str(e))
+        except Exception as e:  # a dead kernel, a timeout: the other chapters still run
+            status = "failed"
+            failures.append(f"{nb.name}: {type(e).__name__}: {str(e).strip()[:300]}")
+        seconds = time.perf_counter() - t0
+        timings["chapters"][nb.stem] = {"seconds": round(seconds, 2), "status": status}
+        manifest[nb.stem] = {"profile": profile, "parameters": params, "source_sha256": source_hash,
+                             "seconds": round(seconds, 2), "ok": status == "ok"}
+        log(f"  {nb.stem}: {status} in {seconds:.1f} s", flush=True)
+    with atomic_path(manifest_path, suffix=".json") as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+
+    executed = {}
+    for nb in found:
+        entry = manifest.get(nb.stem, {})
+        copy = exec_dir / nb.name
+        fresh = (entry.get("ok") and entry.get("parameters") == params and copy.is_file()
+                 and entry.get("source_sha256") == _sha256(nb))
+        if fresh:
+            executed[nb] = copy
+            if nb not in chosen:
+                timings["chapters"].setdefault(nb.stem, {"seconds": entry.get("seconds"), "status": "reused"})
+    if failures:
+        timings["total_seconds"] = round(time.perf_counter() - t_start, 2)
+        _write_timings(out, timings)
+        raise FlowsepError(f"{len(failures)} chapter(s) failed: " + " | ".join(failures))
+
+    t0 = time.perf_counter()
+    src, left_out = assemble(root, out, executed)
+    for entry in left_out:
+        log(f"  {entry}: not executed at PROFILE={profile} yet, left out of this build", flush=True)
+    html_dir = render(src, out, strict)
+    timings["html_seconds"] = round(time.perf_counter() - t0, 2)
+    timings["total_seconds"] = round(time.perf_counter() - t_start, 2)
+    timings["left_out"] = left_out
+    _write_timings(out, timings)
+    log(f"book: {html_dir / 'index.html'} (html {timings['html_seconds']:.1f} s, "
+        f"total {timings['total_seconds']:.1f} s)", flush=True)
+    return timings
+
+
+def _write_timings(out: Path, timings: dict) -> None:
+    with atomic_path(out / "timings.json", suffix=".json") as tmp:
+        tmp.write_text(json.dumps(timings, indent=1) + "\n")
+        tmp.chmod(0o644)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m flowsep.book_build",
+        description="Execute the book's chapters with papermill at a profile and render them with Jupyter Book.")
+    parser.add_argument("--profile", default="cpu", help="smoke, cpu or paper (default: cpu)")
+    parser.add_argument("--chapters", nargs="+", default=None, metavar="CHAPTER",
+                        help="only these chapters, by number (01) or name (default: every chapter of _toc.yml)")
+    parser.add_argument("--out", default="_build", help="build folder (default: _build; the HTML goes to OUT/html)")
+    parser.add_argument("--strict", action="store_true", help="fail on any Sphinx warning (jupyter-book -W)")
+    parser.add_argument("--dataset", default=None, help="a MUSDB18-format root for every chapter (default: synthetic)")
+    parser.add_argument("--device", default=None, help="auto, cpu or cuda for every chapter (default: auto)")
+    parser.add_argument("--render-only", action="store_true",
+                        help="execute nothing; render the executed copies of earlier runs at this profile")
+    parser.add_argument("--list", action="store_true", help="print the chapters of _toc.yml and exit")
+    args = parser.parse_args(argv)
+    try:
+        if args.list:
+            root = find_root()
+            for nb in chapters(root):
+                print(nb.relative_to(root))
+            return 0
+        build(args.profile, args.chapters, args.out, args.strict, args.dataset, args.device,
+              execute_chapters=not args.render_only)
+    except FlowsepError as e:
+        print(f"flowsep.book_build: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("flowsep.book_build: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

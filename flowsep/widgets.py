@@ -1,0 +1,264 @@
+"""What a reader hears: audio players, spectrogram-with-player views and grids of players.
+
+Chapter: every chapter that plays audio ("The separation problem", "Training the source priors",
+"Evaluation"). Everything here renders as plain HTML (``<audio>`` elements holding the sound as a
+``data:`` URI, spectrograms as embedded PNG images), so it plays in Jupyter, on Colab and in the
+static book alike, with no kernel behind it.
+
+Levels are never normalised (``IPython.display.Audio(..., normalize=False)``): a quiet stem sounds
+quiet next to its mixture, as it does in the song. A signal whose peak exceeds full scale is the one
+exception: it is turned down just enough to play, and the player says by how much.
+
+Audio arrays are ``(samples,)`` or ``(channels, samples)`` (numpy or torch); long signals can be cut
+to ``seconds`` and high sample rates are resampled to ``max_rate`` to keep a page light.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from .errors import FlowsepError
+
+MAX_RATE = 22050      # players resample down to this rate: enough for listening, half the page size
+PLAYER_WIDTH = 170    # pixels of one player in a grid (four columns fit the book's text width)
+
+
+def listenable(audio, rate: int, seconds: float | None = None, max_rate: int | None = MAX_RATE):
+    """Prepare a signal for a player.
+
+    audio: (samples,) or (channels, samples). Returns (audio (channels, samples) float32 numpy, rate,
+    gain_db) where the signal is cut to its first ``seconds``, resampled to at most ``max_rate`` and,
+    only if its peak exceeds 1, scaled down by ``gain_db`` (< 0) so that it can be played unclipped.
+    """
+    from .spectral import resample
+
+    t = audio.detach().cpu() if isinstance(audio, torch.Tensor) else torch.as_tensor(np.asarray(audio))
+    t = t.to(torch.float32)
+    if t.dim() == 1:
+        t = t[None]
+    if t.dim() != 2 or t.shape[-1] == 0:
+        raise FlowsepError(f"audio to play must be (samples,) or (channels, samples), got shape {tuple(t.shape)}")
+    if t.shape[0] > 8 and t.shape[1] <= 8:
+        t = t.T  # a soundfile-style (samples, channels) array
+    if not torch.isfinite(t).all():
+        raise FlowsepError("audio to play contains NaN or Inf samples")
+    rate = int(rate)
+    if seconds is not None:
+        t = t[:, :max(1, int(round(seconds * rate)))]
+    if max_rate and rate > max_rate:
+        t = resample(t, rate, int(max_rate))
+        rate = int(max_rate)
+    peak = float(t.abs().max())
+    gain_db = 0.0
+    if peak > 1.0:
+        t = t * (0.99 / peak)
+        gain_db = 20 * math.log10(0.99 / peak)
+    return t.numpy(), rate, gain_db
+
+
+def audio(audio, rate: int, seconds: float | None = None, max_rate: int | None = MAX_RATE):
+    """An ``IPython.display.Audio`` player (levels kept: ``normalize=False``)."""
+    a, r, _ = listenable(audio, rate, seconds, max_rate)
+    return _player(a, r)
+
+
+def _player(a: np.ndarray, rate: int):
+    from IPython.display import Audio
+    return Audio(a if a.shape[0] > 1 else a[0], rate=rate, normalize=False)
+
+
+def audio_tag(audio_, rate: int, seconds: float | None = None, max_rate: int | None = MAX_RATE,
+              width: int | None = PLAYER_WIDTH) -> str:
+    """One ``<audio>`` element as an HTML string (the sound embedded as a wav ``data:`` URI)."""
+    a, r, gain_db = listenable(audio_, rate, seconds, max_rate)
+    player = _player(a, r)
+    style = f' style="width:{int(width)}px"' if width else ""
+    tag = f'<audio controls preload="metadata"{style} src="{player.src_attr()}"></audio>'
+    if gain_db < 0:
+        tag += f'<br><small>(turned down {-gain_db:.1f} dB to avoid clipping)</small>'
+    return tag
+
+
+def _png_data_uri(fig) -> str:
+    from .plots import figure_png
+    return "data:image/png;base64," + base64.b64encode(figure_png(fig)).decode("ascii")
+
+
+def _thumbnail(audio_, rate: int, seconds, width_px: int, height_px: int = 110, max_freq=None) -> str:
+    import matplotlib.pyplot as plt
+
+    from .plots import spectrogram
+    a, r, _ = listenable(audio_, rate, seconds, max_rate=None)
+    fig, ax = plt.subplots(figsize=(width_px / 100, height_px / 100), dpi=100)
+    spectrogram(a, r, ax=ax, colorbar=False, max_freq=max_freq)
+    ax.set_axis_off()
+    fig.subplots_adjust(0, 0, 1, 1)
+    return f'<img alt="spectrogram" src="{_png_data_uri(fig)}" style="width:{width_px}px;display:block">'
+
+
+def spectrogram_player(audio_, rate: int, title: str | None = None, seconds: float | None = None,
+                       max_freq: float | None = None, width: int = 640):
+    """A spectrogram above its player, as one HTML block (``IPython.display.HTML``)."""
+    import matplotlib.pyplot as plt
+    from IPython.display import HTML
+
+    from .plots import spectrogram
+    a, r, _ = listenable(audio_, rate, seconds, max_rate=None)
+    fig, ax = plt.subplots(figsize=(width / 100, 2.4), dpi=100)
+    spectrogram(a, r, ax=ax, title=title, max_freq=max_freq)
+    fig.tight_layout()
+    img = f'<img alt="{html.escape(title or "spectrogram")}" src="{_png_data_uri(fig)}" style="max-width:100%">'
+    player = audio_tag(audio_, rate, seconds, width=width)
+    return HTML(f'<figure class="flowsep-player" style="margin:0.5em 0">{img}<br>{player}</figure>')
+
+
+def audio_grid(rows: Mapping, rate: int | None = None, columns=None, seconds: float | None = None,
+               spectrograms: bool = False, caption: str | None = None, max_freq: float | None = None):
+    """A table of players: one row per system (or version), one column per target.
+
+    rows: {row name: {column name: audio or (audio, rate) or None}}; ``rate`` applies to plain arrays.
+    columns: the column order (default: first-seen order). A missing or None cell shows a dash (a
+    system that has no output for that target). With ``spectrograms=True`` every cell also shows a
+    small spectrogram above its player. Returns an ``IPython.display.HTML``.
+    """
+    from IPython.display import HTML
+
+    if not isinstance(rows, Mapping) or not rows:
+        raise FlowsepError("audio_grid needs {row: {column: audio}} with at least one row")
+    if columns is None:
+        columns = []
+        for cells in rows.values():
+            for c in cells:
+                if c not in columns:
+                    columns.append(c)
+    cell_style = "padding:3px 4px;border:1px solid #ddd;vertical-align:top;text-align:center"
+    head = "".join(f'<th style="{cell_style}">{html.escape(str(c))}</th>' for c in columns)
+    show_names = any(str(r) for r in rows)
+    parts = ['<div style="overflow-x:auto"><table class="flowsep-audio-grid" '
+             'style="border-collapse:collapse;margin:0.5em 0">']
+    if caption:
+        parts.append(f'<caption style="caption-side:top;text-align:left">{html.escape(caption)}</caption>')
+    parts.append(f"<thead><tr>{'<th></th>' if show_names else ''}{head}</tr></thead><tbody>")
+    for name, cells in rows.items():
+        tds = []
+        for c in columns:
+            item = cells.get(c) if isinstance(cells, Mapping) else None
+            if item is None:
+                tds.append(f'<td style="{cell_style}">&ndash;</td>')
+                continue
+            sig, r = item if isinstance(item, tuple) else (item, rate)
+            if r is None:
+                raise FlowsepError(f"audio_grid: no sample rate for cell ({name}, {c}); pass rate= or (audio, rate)")
+            body = _thumbnail(sig, r, seconds, PLAYER_WIDTH, max_freq=max_freq) if spectrograms else ""
+            tds.append(f'<td style="{cell_style}">{body}{audio_tag(sig, r, seconds)}</td>')
+        label = f'<th style="{cell_style};text-align:left">{html.escape(str(name))}</th>' if show_names else ""
+        parts.append(f"<tr>{label}{''.join(tds)}</tr>")
+    parts.append("</tbody></table></div>")
+    return HTML("".join(parts))
+
+
+def players(stems: Mapping, rate: int, seconds: float | None = None, spectrograms: bool = False,
+            caption: str | None = None):
+    """Labelled players side by side, wrapping onto new lines as needed: ``{name: audio}`` -> HTML.
+
+    Values may also be ``(audio, rate)``. With ``spectrograms=True`` each player has a small
+    spectrogram above it.
+    """
+    from IPython.display import HTML
+
+    items = []
+    for name, item in stems.items():
+        sig, r = item if isinstance(item, tuple) else (item, rate)
+        body = _thumbnail(sig, r, seconds, PLAYER_WIDTH) if spectrograms else ""
+        items.append(f'<div style="text-align:center"><div><b>{html.escape(str(name))}</b></div>'
+                     f'{body}{audio_tag(sig, r, seconds)}</div>')
+    head = f'<div style="margin-bottom:0.3em">{html.escape(caption)}</div>' if caption else ""
+    return HTML(f'<div class="flowsep-players" style="margin:0.5em 0">{head}'
+                f'<div style="display:flex;flex-wrap:wrap;gap:0.6em 1em">{"".join(items)}</div></div>')
+
+
+def separation_panel(priors: Mapping, mixture, rate: int, references: Mapping | None = None,
+                     device="auto", iterations: int = 150):
+    """Controls to run a likelihood separation of ``mixture`` with chosen settings (ipywidgets).
+
+    priors: {name: FlowPrior}; mixture: (channels, samples) at ``rate``; references: the true stems
+    {name: (channels, samples)}, to score the estimates with museval (standard protocol). Pressing
+    *Separate* runs :class:`flowsep.separate.Separator` with the settings of the controls and shows
+    the loss curve, the SDR table (when references are given) and a player per estimate. It needs a
+    live kernel: a static page shows no controls. Returns the panel (an ``ipywidgets.VBox``).
+    """
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    style = {"description_width": "initial"}
+    controls = {
+        "iterations": w.IntSlider(value=iterations, min=0, max=600, step=10, description="iterations",
+                                  style=style),
+        "lr": w.FloatLogSlider(value=0.01, base=10, min=-3, max=-1, step=0.25, description="learning rate",
+                               readout_format=".4f", style=style),
+        "use_prior": w.Checkbox(value=False, description="use a prior term", style=style),
+        "prior_weight": w.FloatLogSlider(value=1e-3, base=10, min=-5, max=0, step=0.5,
+                                         description="prior weight", style=style),
+        "prior_space": w.Dropdown(options=["z", "x"], value="z", description="prior space", style=style),
+        "init": w.Dropdown(options=[("zeros (the mode)", "zeros"), ("noise 0.1", 0.1)], value="zeros",
+                           description="start", style=style),
+        "post": w.Dropdown(options=["wiener", "mask", "none"], value="wiener", description="post-filter",
+                           style=style),
+    }
+    button = w.Button(description="Separate", button_style="primary", icon="play")
+    out = w.Output()
+
+    def run(_):
+        from .separate import Separator
+
+        settings = {k: c.value for k, c in controls.items()}
+        if not settings.pop("use_prior"):
+            settings["prior_weight"] = 0.0
+        button.disabled = True
+        out.clear_output()
+        with out:
+            try:
+                sep = Separator(dict(priors), device=device, progress=True, **settings)
+                stems = sep(mixture, rate)
+                fig, ax = plt.subplots(figsize=(6, 2.5))
+                ax.plot(sep.trace)
+                ax.set(xlabel="iteration", ylabel="loss", title="the separation objective")
+                fig.tight_layout()
+                plt.show()
+                if references:
+                    from .evaluate import score_track, summarize
+                    common = {k: references[k] for k in stems if k in references}
+                    display(summarize([score_track(common, {k: stems[k] for k in common}, rate)]).round(2))
+                display(players(stems, rate, caption="estimates"))
+            except FlowsepError as e:
+                print(f"error: {e}")
+            finally:
+                button.disabled = False
+
+    button.on_click(run)
+    grid = w.GridBox(list(controls.values()), layout=w.Layout(grid_template_columns="repeat(2, 360px)"))
+    return w.VBox([grid, button, out])
+
+
+def glue(name: str, value, display: bool = False) -> None:
+    """Store a result under ``name`` for the book's text (myst-nb ``glue``).
+
+    The text of a chapter quotes numbers as ``{glue:text}`name:.2f```, so the rendered page shows the
+    numbers of its own run. numpy and torch scalars are stored as plain Python numbers. Where myst-nb is
+    not installed (e.g. on Colab) nothing is stored.
+    """
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, np.generic):
+        value = value.item()
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        return
+    myst_glue(name, value, display=display)

@@ -1,0 +1,239 @@
+"""The book: every chapter runs at the smoke profile and renders with strict warnings; the sources are clean.
+
+The build itself (``built_book`` in conftest.py, shared with test_browser.py) executes every chapter
+of _toc.yml with papermill and renders the HTML once per test session.
+"""
+import ast
+import json
+import math
+import subprocess
+import sys
+import types
+
+import nbformat
+import pytest
+
+from flowsep import book_build
+from flowsep.errors import FlowsepError
+
+ROOT = book_build.find_root()
+CHAPTERS = book_build.chapters(ROOT)
+IDS = [p.stem for p in CHAPTERS]
+REQUIRED_PARAMETERS = {"PROFILE", "DATASET", "DEVICE", "SEED"}
+SMOKE_BUDGET_S = 900  # the whole book at the smoke profile must stay well inside CI's 30 minutes
+
+
+def code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+# ---- the sources -------------------------------------------------------------------------------------
+def test_toc_lists_every_chapter_notebook():
+    on_disk = sorted((ROOT / "book").glob("*.ipynb"))
+    assert CHAPTERS, "_toc.yml lists no chapter notebook"
+    assert sorted(CHAPTERS) == on_disk, "every book/*.ipynb must be in _toc.yml, and only those"
+    assert book_build.toc_files(ROOT)[0] == "book/intro"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+def test_committed_notebook_has_no_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    for cell in code_cells(nb):
+        assert cell.outputs == [], f"{path.name}: a cell has outputs; run `make strip`"
+        assert cell.execution_count is None, f"{path.name}: a cell has an execution count; run `make strip`"
+    assert nb.metadata.kernelspec.name == "python3"
+    assert "widgets" not in nb.metadata and "papermill" not in nb.metadata
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+def test_one_parameters_cell_with_the_book_parameters(path):
+    nb = nbformat.read(path, as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: {len(tagged)} cells tagged 'parameters' (need exactly one)"
+    assert tagged[0].cell_type == "code"
+    names = {t.id: node.value for node in ast.parse(tagged[0].source).body if isinstance(node, ast.Assign)
+             for t in node.targets if isinstance(t, ast.Name)}
+    missing = REQUIRED_PARAMETERS - set(names)
+    assert not missing, f"{path.name}: the parameters cell lacks {sorted(missing)}"
+    assert ast.literal_eval(names["PROFILE"]) == "cpu"
+    assert ast.literal_eval(names["DATASET"]) == ""
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+def test_first_code_cell_installs_flowsep_only_on_colab(path, monkeypatch):
+    source = code_cells(nbformat.read(path, as_version=4))[0].source
+    calls = []
+
+    def fake_run(cmd, *args, **kwargs):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setattr(subprocess, "check_call", fake_run)
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    exec(compile(source, f"{path.name}[first cell]", "exec"), {})
+    assert calls == [], f"{path.name}: the first cell runs commands outside Colab"
+
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    exec(compile(source, f"{path.name}[first cell]", "exec"), {})
+    pip = [c for c in calls if "pip" in str(c) and "install" in str(c)]
+    assert pip and "flowsep @ git+https://github.com/flowsep/flowsep" in str(pip[-1]), \
+        f"{path.name}: on Colab the first cell must pip install flowsep from the repository"
+
+
+# ---- book_build without a build ----------------------------------------------------------------------
+def test_select_chapters_by_number_name_or_path():
+    first = CHAPTERS[0]
+    assert book_build.select(CHAPTERS, None) == CHAPTERS
+    assert book_build.select(CHAPTERS, [first.stem.split("_")[0]]) == [first]
+    assert book_build.select(CHAPTERS, [str(first)]) == [first]
+    with pytest.raises(FlowsepError, match="no chapter"):
+        book_build.select(CHAPTERS, ["99_no_such_chapter"])
+
+
+def test_build_refuses_an_unknown_profile(tmp_path):
+    with pytest.raises(FlowsepError, match="unknown profile"):
+        book_build.build("huge", out=tmp_path / "_build")
+    assert book_build.main(["--profile", "huge", "--out", str(tmp_path / "_build")]) == 2
+
+
+def _tqdm_like_notebook():
+    """A notebook with one widget output shaped like tqdm's (HBox of HTML, FloatProgress, HTML)."""
+    def model(name, state):
+        return {"model_name": name, "model_module": "@jupyter-widgets/controls", "state": state}
+
+    state = {
+        "box": model("HBoxModel", {"children": ["IPY_MODEL_left", "IPY_MODEL_bar", "IPY_MODEL_right"]}),
+        "left": model("HTMLModel", {"value": "train vocals: 100%"}),
+        "bar": model("FloatProgressModel", {"value": 60, "max": 60, "bar_style": "success"}),
+        "right": model("HTMLModel", {"value": " 60/60 [00:02&lt;00:00]"}),
+        "slider": model("IntSliderModel", {"value": 3}),
+    }
+    nb = nbformat.v4.new_notebook()
+    view = "application/vnd.jupyter.widget-view+json"
+    outputs = [nbformat.v4.new_output("display_data", data={view: {"model_id": m, "version_major": 2},
+                                                             "text/plain": "widget"}) for m in ("box", "slider")]
+    nb.cells = [nbformat.v4.new_code_cell("x", outputs=outputs)]
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": state}}
+    return nb
+
+
+def test_widgets_become_static_html():
+    nb = book_build.staticize_widgets(_tqdm_like_notebook())
+    bar, slider = (o["data"] for o in nb.cells[0].outputs)
+    assert "widgets" not in nb.metadata
+    assert "application/vnd.jupyter.widget-view+json" not in bar
+    assert "train vocals: 100%" in bar["text/html"] and "width:100.0%" in bar["text/html"]
+    assert "60/60" in bar["text/html"]
+    assert "interactive" in slider["text/html"]
+
+
+# ---- what the chapters show (flowsep.widgets, flowsep.plots, flowsep.analysis) --------------------------
+def _wav_from_tag(tag: str):
+    import base64
+    import io
+    import re
+
+    import soundfile as sf
+    uri = re.search(r'src="data:audio/wav;base64,([^"]+)"', tag).group(1)
+    return sf.read(io.BytesIO(base64.b64decode(uri)), always_2d=True)
+
+
+def test_players_keep_levels_and_channels():
+    import numpy as np
+
+    from flowsep import widgets
+    t = np.arange(8000) / 8000
+    quiet = np.stack([0.05 * np.sin(2 * np.pi * 220 * t), 0.02 * np.sin(2 * np.pi * 330 * t)])
+    data, rate = _wav_from_tag(widgets.audio_tag(quiet, 8000))
+    assert rate == 8000 and data.shape == (8000, 2)
+    assert np.allclose(data.max(0), quiet.max(1), atol=2 / 32768), "levels must not be normalised"
+    loud = widgets.audio_tag(40 * quiet[0], 8000)
+    assert "turned down" in loud and np.abs(_wav_from_tag(loud)[0]).max() <= 1.0
+    data, rate = _wav_from_tag(widgets.audio_tag(np.zeros(44100 * 2), 44100, seconds=1.0))
+    assert rate == widgets.MAX_RATE and len(data) == widgets.MAX_RATE
+
+
+def test_audio_grid_has_a_player_per_cell_and_a_dash_for_missing():
+    import numpy as np
+
+    from flowsep import widgets
+    x = 0.1 * np.ones(800)
+    html = widgets.audio_grid({"reference": {"vocals": x, "bass": x}, "system": {"vocals": (x, 4000)}},
+                              rate=8000).data
+    assert html.count("<audio") == 3 and html.count("&ndash;") == 1
+    assert html.index(">vocals<") < html.index(">bass<")
+    with pytest.raises(FlowsepError):
+        widgets.audio_grid({"row": {"a": x}})  # no rate anywhere
+
+
+def test_likelihood_matrix_scores_every_prior_on_every_source():
+    import torch
+
+    from flowsep import FlowPrior, PriorConfig, analysis
+    torch.manual_seed(0)
+    cfg = PriorConfig.preset("smoke")
+    priors = {"a": FlowPrior(cfg).eval(), "b": FlowPrior(cfg).eval()}
+    clips = {"a": 0.1 * torch.randn(3, 1000), "b": 0.01 * torch.randn(2, 1000), "c": torch.zeros(2, 1000)}
+    m = analysis.likelihood_matrix(priors, clips)
+    assert list(m.index) == ["a", "b"] and list(m.columns) == ["a", "b", "c"]
+    with torch.no_grad():
+        direct = float(priors["b"].bits_per_dim(analysis.magnitudes(clips["a"], cfg)).mean())
+    assert abs(m.loc["b", "a"] - direct) < 1e-4
+    assert set(analysis.diagonal_wins(m)) == {"a", "b"}
+
+
+def test_autograd_logdet_of_a_linear_map():
+    import torch
+
+    from flowsep.analysis import autograd_logdet
+    w = torch.tensor([[2.0, 1.0], [0.0, 3.0]], dtype=torch.float64)
+    x = torch.randn(3, 2, 4, dtype=torch.float64)
+    ld = autograd_logdet(lambda v: torch.einsum("ij,bjt->bit", w, v), x)
+    expected = torch.full((3,), 4 * math.log(6.0), dtype=torch.float64)  # T * log|det w|
+    assert torch.allclose(ld, expected)
+
+
+# ---- the build (session fixture) ---------------------------------------------------------------------
+@pytest.mark.slow
+def test_every_chapter_executed(built_book):
+    for path in built_book.chapters:
+        entry = built_book.timings["chapters"].get(path.stem)
+        assert entry and entry["status"] == "ok", f"{path.stem} did not execute: {entry}"
+        nb = nbformat.read(built_book.out / "executed" / path.name, as_version=4)
+        assert nb.metadata.papermill["parameters"]["PROFILE"] == "smoke"
+        for cell in code_cells(nb):
+            assert cell.execution_count is not None, f"{path.stem}: a cell was not executed"
+            assert all(o.output_type != "error" for o in cell.outputs), f"{path.stem}: a cell failed"
+        assert any(o.get("output_type") == "display_data" and any(k.startswith("image/") for k in o.get("data", {}))
+                   for c in code_cells(nb) for o in c.outputs), f"{path.stem}: no figure was drawn"
+
+
+@pytest.mark.slow
+def test_html_for_every_page(built_book):
+    assert (built_book.html / "index.html").is_file()
+    for entry in book_build.toc_files(built_book.root):
+        page = built_book.html / f"{entry}.html"
+        assert page.is_file(), f"no HTML for {entry}"
+    for path in built_book.chapters:
+        text = (built_book.html / "book" / f"{path.stem}.html").read_text()
+        assert "widget-view+json" not in text, f"{path.stem}: a widget output was left for a static page"
+        assert "colab.research.google.com" in text, f"{path.stem}: no Colab launch button"
+
+
+@pytest.mark.slow
+def test_executed_copies_stay_out_of_the_sources(built_book):
+    for path in built_book.chapters:
+        nb = nbformat.read(path, as_version=4)
+        assert all(c.outputs == [] for c in code_cells(nb)), f"the build wrote outputs into {path}"
+
+
+@pytest.mark.slow
+def test_timings_are_recorded_and_within_budget(built_book):
+    timings = json.loads((built_book.out / "timings.json").read_text())
+    assert timings["profile"] == "smoke"
+    assert set(timings["chapters"]) == {p.stem for p in built_book.chapters}
+    assert all(c["seconds"] > 0 for c in timings["chapters"].values())
+    assert timings["html_seconds"] > 0
+    assert timings["total_seconds"] < SMOKE_BUDGET_S, f"the smoke book took {timings['total_seconds']} s"

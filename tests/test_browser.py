@@ -1,0 +1,124 @@
+"""The rendered book in a real browser: headless Chromium opens every page over http.
+
+Per page: no console errors, every audio player loads a finite, positive duration, every image loads,
+and each chapter's Colab button opens that chapter's notebook in the repository.
+
+Console errors that are ignored, because the test machine is offline and nothing of ours causes them:
+failed loads of resources from other hosts than the local server (MathJax and fonts from CDNs) and of
+``/favicon.ico`` (the book has none).
+"""
+import functools
+import http.server
+import re
+import threading
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from flowsep import book_build
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+ROOT = book_build.find_root()
+PAGES = book_build.toc_files(ROOT)
+CHAPTER_ENTRIES = {str(p.relative_to(ROOT).with_suffix("")) for p in book_build.chapters(ROOT)}
+
+pytestmark = pytest.mark.slow
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server(built_book):
+    handler = functools.partial(QuietHandler, directory=str(built_book.html))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(120)
+    driver.set_script_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def ignorable(entry: dict, local: str) -> bool:
+    """A console error caused by the offline network or the missing favicon, not by the book."""
+    message = entry.get("message", "")
+    if "favicon.ico" in message:
+        return True
+    urls = re.findall(r"https?://[^\s\"')]+", message)
+    return bool(urls) and all(urlparse(u).netloc != urlparse(local).netloc for u in urls)
+
+
+def expected_colab_url(entry: str) -> str:
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    repo = urlparse(config["repository"]["url"]).path.strip("/")
+    branch = config["repository"]["branch"]
+    colab = config["launch_buttons"]["colab_url"].rstrip("/")
+    return f"{colab}/github/{repo}/blob/{branch}/{entry}.ipynb"
+
+
+WAIT_FOR_MEDIA = """
+const done = arguments[arguments.length - 1];
+const audio = Array.from(document.querySelectorAll('audio'));
+const durations = Promise.all(audio.map(a => new Promise(resolve => {
+    if (a.readyState >= 1) { resolve(a.duration); return; }
+    a.addEventListener('loadedmetadata', () => resolve(a.duration), {once: true});
+    a.addEventListener('error', () => resolve(-1), {once: true});
+    a.preload = 'metadata';
+    a.load();
+})));
+const images = Promise.all(Array.from(document.images).map(img => new Promise(resolve => {
+    if (img.complete) { resolve([img.currentSrc.slice(0, 80), img.naturalWidth]); return; }
+    img.addEventListener('load', () => resolve([img.currentSrc.slice(0, 80), img.naturalWidth]), {once: true});
+    img.addEventListener('error', () => resolve([img.currentSrc.slice(0, 80), 0]), {once: true});
+})));
+Promise.all([durations, images]).then(([d, i]) => done({durations: d, images: i}));
+"""
+
+
+@pytest.mark.parametrize("entry", PAGES)
+def test_page_in_chromium(entry, server, browser):
+    browser.get(f"{server}/{entry}.html")
+    browser.get_log("browser")  # drop what the previous page left
+    browser.refresh()
+    media = browser.execute_async_script(WAIT_FOR_MEDIA)
+    errors = [e for e in browser.get_log("browser") if e.get("level") == "SEVERE" and not ignorable(e, server)]
+    assert not errors, f"{entry}: console errors: {[e['message'][:200] for e in errors]}"
+
+    durations = media["durations"]
+    bad = [d for d in durations if not (isinstance(d, (int, float)) and 0 < d < float("inf"))]
+    assert not bad, f"{entry}: {len(bad)} of {len(durations)} audio players have no finite duration"
+    broken = [src for src, width in media["images"] if not width]
+    assert not broken, f"{entry}: images that did not load: {broken}"
+
+    links = browser.execute_script(
+        "return Array.from(document.querySelectorAll('a')).map(a => a.href)"
+        ".filter(h => h.includes('colab.research.google.com'));")
+    if entry in CHAPTER_ENTRIES:
+        assert links, f"{entry}: no Colab button"
+        assert set(links) == {expected_colab_url(entry)}, f"{entry}: Colab links {links}"
+    else:
+        assert not links, f"{entry} is not a notebook but has a Colab button"
