@@ -1,0 +1,293 @@
+"""Training the supervised comparison systems on mixtures and their stems.
+
+Chapter: "Evaluation" (the comparison systems).
+
+The loop is the prior's (:mod:`flowsep.train`) with paired data: Adam, gradient-norm clipping, fp16
+mixed precision on CUDA, a tqdm bar, periodic validation, atomic checkpoints (config, weights, optimiser
+and the flowsep version) every ``checkpoint_every`` steps and at the end. Step ``s`` sees the same
+examples (:class:`flowsep.data.chunks.StemChunks`, item ``s * batch + k``) and seeds its dropout from
+(seed, step), so a resumed run ends with the same weights as an uninterrupted one.
+
+Losses: Open-Unmix an MSE on magnitude spectrograms (per target, summed); Conv-TasNet, Demucs and
+Wave-U-Net an L1 on waveforms. Every model gets the same budget at a profile (see
+:func:`flowsep.baselines.models.training_budget`): the same number of steps, batch size and example
+length, so they all see the same number of training examples.
+
+Training data: the ``train`` split of a MUSDB18-format root (musdb's ``valid`` split held out for the
+validation loss; the train tracks when it is empty). Examples are re-mixed from independent songs and
+positions with a random gain per stem (Open-Unmix's and Demucs' augmentation). A mono network (smoke
+and cpu profiles) learns from each channel of the stereo tracks as its own recording.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import __version__
+from ..data.chunks import StemChunks, step_loader
+from ..errors import FlowsepError
+from ..io import load_torch, save_torch
+from .models import (CHECKPOINT_FORMAT, MODEL_NAMES, SupervisedConfig, SupervisedSeparator, build_network)
+
+
+def load_stem_tracks(root, targets, rate: int, channels: int, split: str = "train") -> list[np.ndarray]:
+    """The songs of ``root``'s train subset as arrays (n_targets, channels, samples) at ``rate``.
+
+    split: musdb's "train" or "valid" split (``valid`` falls back to the train tracks when empty).
+    channels 1: every channel of every song becomes its own mono recording; 2: mono songs are duplicated.
+    """
+    from ..data.musdb import open_db, track_stems
+
+    root = Path(root).resolve()  # musdb joins a relative setup file onto the root a second time
+    db = open_db(root, "train", split)
+    if not db.tracks and split == "valid":
+        db = open_db(root, "train", "train")
+    if not db.tracks:
+        raise FlowsepError(f"{root} has no training tracks; generate or download some first")
+    known = set(db.tracks[0].sources)
+    missing = [t for t in targets if t not in known]
+    if missing:
+        raise FlowsepError(f"{root} has no {missing[0]!r} stems (it has {', '.join(sorted(known))}); "
+                           "train on a MUSDB18-format root with vocals, drums, bass and other")
+    out = []
+    for track in db.tracks:
+        stems, _ = track_stems(track, rate)
+        arr = np.stack([stems[t] for t in targets]).astype(np.float32)  # (n_targets, C, samples)
+        if channels == 1:
+            out.extend(arr[:, c:c + 1] for c in range(arr.shape[1]))
+        elif arr.shape[1] == 1:
+            out.append(np.repeat(arr, 2, axis=1))
+        else:
+            out.append(arr[:, :2])
+    return out
+
+
+def _step_seed(seed: int, step: int) -> int:
+    return (seed * 1_000_003 + step) * 1_009 + 7
+
+
+def _amp(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return torch.autocast(device.type, enabled=False)
+
+
+@torch.no_grad()
+def validate(net: nn.Module, data: StemChunks, batches: int, batch: int, device, amp: bool) -> float:
+    """Mean training loss on the first ``batches`` fixed batches of the validation examples."""
+    was = net.training
+    net.eval()
+    total = 0.0
+    for b in range(batches):
+        items = [data[b * batch + k] for k in range(batch)]
+        mix = torch.stack([m for m, _ in items]).to(device)
+        stems = torch.stack([s for _, s in items]).to(device)
+        with _amp(device, amp):
+            total += float(net.loss(mix, stems))
+    net.train(was)
+    return total / batches
+
+
+def checkpoint_dict(net: nn.Module, config: SupervisedConfig, train_state: dict | None = None) -> dict:
+    ckpt = {"format": "flowsep-supervised", "format_version": CHECKPOINT_FORMAT, "flowsep_version": __version__,
+            "model": {"config": asdict(config),
+                      "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}}
+    if train_state is not None:
+        ckpt["train"] = train_state
+    return ckpt
+
+
+def _read_checkpoint(path) -> dict:
+    ckpt = load_torch(path, "supervised checkpoint")
+    if ckpt.get("format") != "flowsep-supervised" or "model" not in ckpt:
+        raise FlowsepError(f"{path} is not a checkpoint of a supervised baseline; give a file written by "
+                           "`flowsep train-supervised`")
+    if ckpt.get("format_version") != CHECKPOINT_FORMAT:
+        raise FlowsepError(f"{path} has checkpoint format {ckpt.get('format_version')} (flowsep "
+                           f"{ckpt.get('flowsep_version')}); this flowsep {__version__} reads format "
+                           f"{CHECKPOINT_FORMAT}: retrain it")
+    return ckpt
+
+
+def load_supervised(path, device="cpu") -> SupervisedSeparator:
+    """Read a checkpoint written by :func:`train_supervised` back as a ready-to-use separator."""
+    ckpt = _read_checkpoint(path)
+    config = SupervisedConfig.from_dict(ckpt["model"]["config"], source=str(path))
+    net = build_network(config)
+    try:
+        net.load_state_dict(ckpt["model"]["state_dict"])
+    except RuntimeError:
+        raise FlowsepError(f"{path} does not match the {config.model} architecture it names; retrain it") from None
+    history = ckpt.get("train", {}).get("history")
+    return SupervisedSeparator(net, config, device=device, history=history)
+
+
+def train_supervised(name: str, data, profile: str = "cpu", out=None, steps: int | None = None, device="auto",
+                     resume: bool = False, progress: bool = True, workers: int = 0,
+                     config: SupervisedConfig | None = None, **overrides) -> SupervisedSeparator:
+    """Train (or resume training) one supervised baseline; returns it wrapped as a separator (eval mode).
+
+    name: openunmix, convtasnet, demucs or waveunet. data: a MUSDB18-format root. profile: smoke, cpu or
+    paper (``config`` replaces the preset; ``overrides`` change single settings of it). out: checkpoint
+    path, written atomically every ``config.checkpoint_every`` steps and at the end; ``resume=True``
+    continues from it (the checkpoint's config is used). steps: total steps of the run (default: the
+    profile's budget).
+    """
+    from ..train import resolve_device
+
+    if name not in MODEL_NAMES:
+        raise FlowsepError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    dev = resolve_device(device)
+    c = config or SupervisedConfig.preset(name, profile, **overrides)
+    if c.model != name:
+        raise FlowsepError(f"the config is for {c.model}, not {name}")
+    out = Path(out) if out else None
+    state = None
+    if resume:
+        if out is None:
+            raise FlowsepError("--resume needs --out CKPT, the checkpoint to continue")
+        if out.is_file():
+            state = _read_checkpoint(out)
+            if "train" not in state:
+                raise FlowsepError(f"{out} holds a finished model without training state; train anew "
+                                   "without --resume or give another --out")
+            c = SupervisedConfig.from_dict(state["model"]["config"], source=str(out))
+            if c.model != name:
+                raise FlowsepError(f"{out} holds a {c.model} model, not {name}; give another --out")
+    total = int(steps if steps is not None else c.steps)
+    if total <= 0:
+        raise FlowsepError(f"--steps must be positive, got {total}")
+
+    seg = c.segment_samples
+    train_set = StemChunks(load_stem_tracks(data, c.targets, c.sample_rate, c.channels, "train"), seg,
+                           seed=c.seed, gain=tuple(c.gain), remix=c.remix)
+    val_set = StemChunks(load_stem_tracks(data, c.targets, c.sample_rate, c.channels, "valid"), seg,
+                         seed=c.seed + 1, gain=(1.0, 1.0), remix=False)
+
+    torch.manual_seed(c.seed)
+    net = build_network(c).to(dev).train()
+    opt = torch.optim.Adam(net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+    amp = c.mixed_precision
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and dev.type == "cuda")
+    history = {"step": [], "train_loss": [], "val_step": [], "val_loss": [], "seconds": 0.0}
+    start = 0
+    if state is not None:
+        net.load_state_dict(state["model"]["state_dict"])
+        opt.load_state_dict(state["train"]["optimizer"])
+        scaler.load_state_dict(state["train"]["scaler"])
+        history = state["train"]["history"]
+        start = int(state["train"]["step"])
+    elif hasattr(net, "set_input_statistics"):
+        # Open-Unmix normalises its input with the training mixtures' per-bin mean and deviation
+        n = c.stat_batches * c.batch_size
+        net.set_input_statistics(torch.stack([train_set[k][0] for k in range(n)]).to(dev))
+
+    def save(step):
+        if out is not None:
+            save_torch(checkpoint_dict(net, c, {"step": step, "optimizer": opt.state_dict(),
+                                                "scaler": scaler.state_dict(), "history": history}), out)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total, initial=start, desc=f"train {c.display_name}", unit="step")
+    loader = step_loader(train_set, start, total, c.batch_size, 0, 1, workers)
+    t0 = time.perf_counter()
+    step = start
+    for mix, stems in loader:
+        torch.manual_seed(_step_seed(c.seed, step))
+        mix, stems = mix.to(dev, non_blocking=True), stems.to(dev, non_blocking=True)
+        with _amp(dev, amp):
+            loss = net.loss(mix, stems)
+        if not torch.isfinite(loss):
+            save(step)
+            raise FlowsepError(f"training diverged at step {step} (loss {float(loss)}); lower the learning "
+                               "rate or resume from the last checkpoint")
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        nn.utils.clip_grad_norm_(net.parameters(), c.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        step += 1
+        history["step"].append(step)
+        history["train_loss"].append(float(loss.detach()))
+        if step % c.val_every == 0 or step == total:
+            history["val_step"].append(step)
+            history["val_loss"].append(validate(net, val_set, c.val_batches, c.batch_size, dev, amp))
+        if bar is not None:
+            post = {"loss": f"{float(loss):.4g}"}
+            if history["val_loss"]:
+                post["val"] = f"{history['val_loss'][-1]:.4g}"
+            bar.set_postfix(post, refresh=False)
+            bar.update(1)
+        if step % c.checkpoint_every == 0 and step != total:
+            history["seconds"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            save(step)
+    if bar is not None:
+        bar.close()
+    history["seconds"] += time.perf_counter() - t0
+    save(step)
+    return SupervisedSeparator(net, c, device=dev, history=history)
+
+
+def ensure_supervised(name: str, data, profile: str, out, steps: int | None = None, device="auto",
+                      progress: bool = True) -> SupervisedSeparator:
+    """A trained baseline at ``out``: reused when finished with the same config, resumed when unfinished."""
+    out = Path(out)
+    cfg = SupervisedConfig.preset(name, profile)
+    total = int(steps if steps is not None else cfg.steps)
+    resume = False
+    if out.is_file():
+        ckpt = _read_checkpoint(out)
+        same = SupervisedConfig.from_dict(ckpt["model"]["config"], str(out)) == cfg
+        if same and ckpt.get("train", {}).get("step", 0) >= total:
+            return load_supervised(out, device=device)
+        resume = same and "train" in ckpt  # an unfinished run of the same model continues
+    return train_supervised(name, data, profile, out=out, steps=total, device=device, resume=resume,
+                            progress=progress)
+
+
+# ---- command line -----------------------------------------------------------------------------------
+def register_cli(sub) -> None:
+    p = sub.add_parser("train-supervised", help="train a supervised comparison system (Open-Unmix, Conv-TasNet, "
+                                                "Demucs, Wave-U-Net) on mixtures and stems",
+                       description="Train one of the paper's fully supervised comparison systems on the train "
+                                   "split of a MUSDB18-format root, with the same budget as the InstGlow priors "
+                                   "of the profile.")
+    p.add_argument("model", metavar="MODEL", help="openunmix, convtasnet, demucs or waveunet")
+    p.add_argument("--data", required=True, metavar="ROOT", help="MUSDB18-format root (wav or stems)")
+    p.add_argument("--profile", default="cpu", help="smoke, cpu or paper (default: cpu)")
+    p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint file to write (atomically)")
+    p.add_argument("--steps", type=int, default=None, help="total training steps (default: the profile's budget)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint at --out if it exists")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args) -> int:
+    from ..data.musdb import is_musdb_root
+
+    if args.model not in MODEL_NAMES:
+        raise FlowsepError(f"unknown model {args.model!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    if not Path(args.data).is_dir() or not is_musdb_root(args.data):
+        raise FlowsepError(f"--data {args.data} is not a MUSDB18-format root (with train/ and test/ folders); "
+                           "run `flowsep synth` or give a MUSDB18 folder")
+    if args.workers < 0:
+        raise FlowsepError(f"--workers must be 0 or more, got {args.workers}")
+    sep = train_supervised(args.model, args.data, args.profile, out=args.out, steps=args.steps,
+                           device=args.device, resume=args.resume, progress=not args.quiet, workers=args.workers)
+    h = sep.history
+    last = h["val_loss"][-1] if h.get("val_loss") else math.nan
+    print(f"wrote {args.out}: {sep.name}, {h['step'][-1] if h['step'] else 0} steps in {h['seconds']:.0f} s, "
+          f"validation loss {last:.4g}")
+    return 0

@@ -1,0 +1,221 @@
+"""The comparison systems (flowsep.baselines) and the benchmark (flowsep.benchmark) on the synthetic set.
+
+Every supervised baseline trains a few smoke steps and separates audio of any shape; training resumes to
+the same weights; the oracles score far above the mixture; the smoke benchmark writes every row.
+"""
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+
+from flowsep.baselines import (MODEL_NAMES, MixtureAsEstimate, OracleRatioMask, OracleWiener, SupervisedConfig,
+                               WaveUNet, load_supervised, train_supervised, training_budget)
+from flowsep.benchmark import SYSTEMS, run_benchmark
+from flowsep.cli import main
+from flowsep.errors import FlowsepError
+from flowsep.evaluate import load_track, open_tracks
+
+TARGETS = ("vocals", "drums", "bass", "other")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: small LSTMs and convolutions lose far more to thread hand-offs on shared cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def short_root(synth_root, tmp_path_factory):
+    """The synthetic set with its first test track cut to 1 s and downmixed to mono: one museval window of
+    one channel (museval's time grows with the length and the square of the channels)."""
+    root = tmp_path_factory.mktemp("short") / "musdb"
+    shutil.copytree(synth_root / "train", root / "train")
+    shutil.copy(synth_root / "setup.yaml", root / "setup.yaml")
+    track = sorted((synth_root / "test").iterdir())[0]
+    (root / "test" / track.name).mkdir(parents=True)
+    for wav in track.glob("*.wav"):
+        audio, rate = sf.read(wav, dtype="float32", always_2d=True)
+        sf.write(root / "test" / track.name / wav.name, audio[:rate].mean(1), rate, subtype="FLOAT")
+    return root
+
+
+@pytest.fixture(scope="module")
+def track(synth_root):
+    """The first synthetic test track: 6 s of stereo at 44.1 kHz."""
+    return load_track(open_tracks(synth_root, "test", 1)[0])
+
+
+# ---- the supervised systems --------------------------------------------------------------------------
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_baseline_trains_and_separates_any_shape(name, synth_root, track, tmp_path):
+    sep = train_supervised(name, synth_root, "smoke", out=tmp_path / "m.pt", steps=3, progress=False)
+    h = sep.history
+    assert h["step"] == [1, 2, 3] and all(math.isfinite(v) for v in h["train_loss"])
+    assert h["val_step"] == [3] and h["seconds"] > 0
+    # a stereo 44.1 kHz track longer than the separation chunk, and a short mono clip at another rate
+    mix = track.mixture                                                 # 6 s of stereo: two chunks at smoke
+    est = sep(mix, track.rate)
+    assert set(est) == set(TARGETS)
+    for v in est.values():
+        assert v.shape == mix.shape and v.dtype == np.float32 and np.isfinite(v).all()
+    assert max(np.abs(v).max() for v in est.values()) > 0
+    mono = track.mixture[0, :3001].copy()                               # (samples,)
+    est_mono = sep(mono, 22050)
+    assert all(v.shape == (1, 3001) for v in est_mono.values())
+    loaded = load_supervised(tmp_path / "m.pt")
+    again = loaded(mix, track.rate)
+    for t in TARGETS:
+        np.testing.assert_allclose(again[t], est[t], atol=1e-5)
+
+
+def test_openunmix_learns(synth_root):
+    """The magnitude MSE falls within a few dozen steps (the training loop does optimise)."""
+    sep = train_supervised("openunmix", synth_root, "smoke", steps=40, progress=False, val_every=40)
+    loss = sep.history["train_loss"]
+    assert np.mean(loss[-8:]) < 0.8 * np.mean(loss[:8]), (loss[:8], loss[-8:])
+
+
+def test_resume_gives_the_same_weights(synth_root, tmp_path):
+    """Open-Unmix with two LSTM layers (dropout 0.4) and batch norm: interrupted + resumed == straight."""
+    kw = dict(progress=False, checkpoint_every=2, val_every=2, arch=dict(layers=2))
+    straight = train_supervised("openunmix", synth_root, "smoke", out=tmp_path / "a.pt", steps=4, **kw)
+    train_supervised("openunmix", synth_root, "smoke", out=tmp_path / "b.pt", steps=2, **kw)
+    resumed = train_supervised("openunmix", synth_root, "smoke", out=tmp_path / "b.pt", steps=4, resume=True,
+                               **kw)
+    a, b = straight.network.state_dict(), resumed.network.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert resumed.history["step"] == [1, 2, 3, 4]
+    assert resumed.history["train_loss"] == straight.history["train_loss"]
+
+
+def test_budget_is_the_same_for_every_learned_system():
+    for profile in ("smoke", "cpu", "paper"):
+        budget = training_budget(profile)
+        seen = set()
+        for name in MODEL_NAMES:
+            c = SupervisedConfig.preset(name, profile)
+            seen.add((c.steps, c.batch_size, round(c.segment_seconds, 6)))
+        assert seen == {(budget["steps"], budget["batch_size"], round(budget["segment_seconds"], 6))}
+        assert budget["examples"] == budget["steps"] * budget["batch_size"]
+
+
+def test_paper_profile_has_the_published_sizes():
+    """Parameter counts of the published models: UMX 8.9 M per target, Conv-TasNet 5.1 M, Wave-U-Net 10.2 M."""
+    from flowsep.baselines import build_network
+
+    count = lambda name: sum(p.numel() for p in build_network(SupervisedConfig.preset(name, "paper")).parameters())
+    assert 8.5e6 < count("openunmix") / 4 < 9.3e6
+    assert 4.9e6 < count("convtasnet") < 5.3e6
+    assert 9.8e6 < count("waveunet") < 10.6e6
+
+
+@pytest.mark.parametrize("length", [1, 37, 1024, 1029])
+def test_waveunet_keeps_the_length(length):
+    net = WaveUNet(n_sources=3, channels=2, layers=4, features=3)
+    y = net(torch.randn(2, 2, length))
+    assert y.shape == (2, 3, 2, length)
+
+
+# ---- oracles and bounds ---------------------------------------------------------------------------------
+def _snr(reference, estimate):
+    """Plain signal-to-distortion ratio in dB (no BSS Eval projection; museval's SDR is in the benchmark test)."""
+    return 10 * np.log10(np.sum(reference ** 2) / np.sum((reference - estimate) ** 2))
+
+
+def _mean_sdr(est, track):
+    return float(np.mean([_snr(track.sources[t], est[t]) for t in TARGETS]))
+
+
+def test_oracles_score_far_above_the_mixture(track):
+    mixture = _mean_sdr(MixtureAsEstimate()(track.mixture, track.rate), track)
+    irm = _mean_sdr(OracleRatioMask()(track.mixture, track.rate, sources=track.sources), track)
+    mwf = OracleWiener(sources=track.sources)(track.mixture, track.rate)
+    assert irm > mixture + 8, (irm, mixture)
+    assert _mean_sdr(mwf, track) > mixture + 8
+    # given every stem, the Wiener filter distributes the mixture: the estimates add up to it
+    assert _snr(track.mixture, sum(mwf[t] for t in TARGETS)) > 40
+
+
+def test_oracle_wiener_needs_the_stems(track):
+    with pytest.raises(FlowsepError, match="true stems"):
+        OracleWiener()(track.mixture, track.rate)
+    with pytest.raises(FlowsepError, match="shape"):
+        OracleWiener()(track.mixture, track.rate, sources={"vocals": track.mixture[:, :100]})
+
+
+# ---- the benchmark -------------------------------------------------------------------------------------
+def test_benchmark_writes_every_row_and_the_demo(short_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("FLOWSEP_DATA", str(tmp_path / "data"))  # where the priors are kept
+    out = tmp_path / "bench"
+    table = run_benchmark(short_root, "smoke", out, tracks=1, steps=2, iterations=2, demo_seconds=0.5,
+                          progress=False, log=None)
+    names = [title for _, title, _ in SYSTEMS]
+    assert list(table["system"]) == names
+    csv = pd.read_csv(out / "table.csv")
+    assert list(csv["system"]) == names
+    assert {"vocals", "drums", "bass", "other", "mean", "train_seconds", "rtf"} <= set(csv.columns)
+    assert csv[list(TARGETS)].notna().all().all()
+    assert (csv["rtf"] > 0).all()
+    learned = csv["kind"].isin(["supervised", "source-only"])
+    assert (csv.loc[learned, "train_seconds"] > 0).all() and csv.loc[~learned, "train_seconds"].isna().all()
+    md = (out / "table.md").read_text()
+    assert all(f"| {n} |" in md for n in names)
+    # the oracles beat the mixture bound
+    by = csv.set_index("system")["mean"]
+    assert by["oracle IRM"] > by["mixture"] + 5 and by["oracle MWF"] > by["mixture"] + 5
+    # the audio grid: every system's estimates and the references, half a second each
+    for key, _, _ in SYSTEMS:
+        for t in TARGETS:
+            info = sf.info(out / "demo" / key / f"{t}.wav")
+            assert (info.samplerate, info.channels, info.frames) == (44100, 1, 22050)
+    assert (out / "demo" / "reference" / "mixture.wav").is_file()
+    assert (out / "models" / "demucs.pt").is_file()
+
+
+# ---- command line --------------------------------------------------------------------------------------
+def _cli_fails(argv, capsys):
+    rc = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("flowsep: error: "), err
+    return err[0]
+
+
+def test_cli_bad_input_gives_one_line(synth_root, tmp_path, capsys):
+    ckpt = str(tmp_path / "m.pt")
+    assert "unknown model" in _cli_fails(["train-supervised", "unet", "--data", str(synth_root), "--out", ckpt],
+                                         capsys)
+    assert "MUSDB18" in _cli_fails(["train-supervised", "demucs", "--data", str(tmp_path), "--out", ckpt], capsys)
+    assert "profile" in _cli_fails(["train-supervised", "demucs", "--data", str(synth_root), "--out", ckpt,
+                                    "--profile", "huge"], capsys)
+    assert "--steps" in _cli_fails(["train-supervised", "demucs", "--data", str(synth_root), "--out", ckpt,
+                                    "--steps", "0"], capsys)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert "corrupt" in _cli_fails(["train-supervised", "waveunet", "--data", str(synth_root), "--out", str(bad),
+                                    "--resume"], capsys)
+    assert "MUSDB18" in _cli_fails(["benchmark", "--data", str(tmp_path), "--profile", "smoke", "--out",
+                                    str(tmp_path / "b")], capsys)
+    assert "unknown system" in _cli_fails(["benchmark", "--data", str(synth_root), "--profile", "smoke", "--out",
+                                           str(tmp_path / "b"), "--systems", "instglow,unet"], capsys)
+    with pytest.raises(FlowsepError, match="supervised"):
+        from flowsep.io import save_torch
+        save_torch({"format": "flowsep-prior"}, tmp_path / "prior.pt")
+        load_supervised(tmp_path / "prior.pt")
+
+
+def test_cli_train_supervised_writes_a_checkpoint(synth_root, tmp_path, capsys):
+    ckpt = tmp_path / "tasnet.pt"
+    rc = main(["train-supervised", "convtasnet", "--data", str(synth_root), "--profile", "smoke", "--out",
+               str(ckpt), "--steps", "2", "--quiet"])
+    assert rc == 0 and "2 steps" in capsys.readouterr().out
+    sep = load_supervised(ckpt)
+    assert sep.config.model == "convtasnet" and sep.history["step"] == [1, 2]
