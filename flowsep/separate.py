@@ -134,7 +134,7 @@ def _crossfade_weights(length: int, starts: list[int], frames: int) -> torch.Ten
 
 def overlap_add(segments: torch.Tensor, starts: list[int], frames: int) -> torch.Tensor:
     """Cross-fade segment spectrograms back into one: (n_seg, ..., length) -> (..., frames)."""
-    n, length = segments.shape[0], segments.shape[-1]
+    length = segments.shape[-1]
     w = _crossfade_weights(length, starts, frames).to(segments.device, segments.dtype)
     out = segments.new_zeros(*segments.shape[1:-1], frames + length)
     den = segments.new_zeros(frames + length)

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-import torch
 
 import flowsep
 from flowsep.cli import main
@@ -19,15 +18,6 @@ from flowsep.evaluate import (MixtureAsEstimate, OracleRatioMask, evaluate_estim
                               iter_tracks, load_scores, open_tracks, score_track, score_track_paper, summarize)
 
 RATE = 8000
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these tiny models only lose time to thread hand-offs, badly so on shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -21,15 +21,6 @@ from flowsep.spectral import stft
 RATE = 8000  # the smoke profile's rate
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these tiny models only lose time to thread hand-offs, badly so on shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tone_source(seconds, rng, rate=RATE):
     """Low harmonic notes: 5 harmonics of 80-250 Hz, decaying notes of 0.25-0.5 s."""
     n = int(seconds * rate)
