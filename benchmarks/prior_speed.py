@@ -79,11 +79,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5, help="timed steps per variant")
     ap.add_argument("--batch", type=int, default=None, help="batch size (default: the profile's)")
     ap.add_argument("--frames", type=int, default=None, help="frames per example (default: the profile's)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's)")
     ap.add_argument("--child", nargs=2, metavar=("PROFILE", "VARIANT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.device is None:
         import torch
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     if args.child:
         print(json.dumps(child(*args.child, args.device, args.steps, args.batch, args.frames)))
         return
@@ -94,6 +98,7 @@ def main() -> None:
                    "--steps", str(args.steps)]
             cmd += ["--batch", str(args.batch)] if args.batch else []
             cmd += ["--frames", str(args.frames)] if args.frames else []
+            cmd += ["--threads", str(args.threads)] if args.threads else []
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
             print(f"  measured {profile}/{variant}: {rows[-1]['frames_per_second']:.0f} frames/s", flush=True)
