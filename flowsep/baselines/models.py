@@ -100,18 +100,12 @@ MIXED_PRECISION = {"openunmix": True, "convtasnet": True, "demucs": False, "wave
 def training_budget(profile: str) -> dict:
     """The budget every learned system of ``profile`` gets: the InstGlow prior's of the same profile.
 
-    Returns {"steps", "batch_size", "segment_seconds", "examples", "audio_seconds"}: ``steps``
-    optimisation steps on batches of ``batch_size`` examples of ``segment_seconds`` each, so every system
-    sees ``examples = steps * batch_size`` training examples, ``audio_seconds`` of audio in all (a prior
-    sees that much of its one source; a supervised model that much of mixtures with their stems).
-
-    ========  =====  =====  ========  =========================
-    profile   steps  batch  seconds   audio seen
-    ========  =====  =====  ========  =========================
-    smoke        60      8     0.248  2 minutes
-    cpu        1500     16     1.016  6.8 hours
-    paper    240000     32     7.419  15.8 thousand hours
-    ========  =====  =====  ========  =========================
+    Returns {"steps", "batch_size", "segment_seconds", "examples", "audio_seconds"}, read from
+    :meth:`flowsep.prior.PriorConfig.preset`: ``steps`` optimisation steps on batches of ``batch_size``
+    examples of ``segment_seconds`` each (the prior's ``segment_frames`` STFT frames), so every system sees
+    ``examples = steps * batch_size`` training examples, ``audio_seconds`` of audio in all (a prior sees that
+    much of its one source; a supervised model that much of mixtures with their stems). At ``paper`` this is
+    the published prior training: 240,000 steps x 32 examples x 7.42 s, about 15,800 hours of audio.
     """
     from ..prior import PriorConfig
 
