@@ -22,15 +22,6 @@ from flowsep.evaluate import load_track, open_tracks
 TARGETS = ("vocals", "drums", "bass", "other")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: small LSTMs and convolutions lose far more to thread hand-offs on shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def short_root(synth_root, tmp_path_factory):
     """The synthetic set with its first test track cut to 1 s and downmixed to mono: one museval window of

@@ -195,8 +195,8 @@ def train_supervised(name: str, data, profile: str = "cpu", out=None, steps: int
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=total, initial=start, desc=f"train {c.display_name}", unit="step")
+        from ..progress import bar as progress_bar
+        bar = progress_bar(total=total, initial=start, desc=f"train {c.display_name}", unit="step")
     loader = step_loader(train_set, start, total, c.batch_size, 0, 1, workers)
     t0 = time.perf_counter()
     step = start
@@ -222,7 +222,7 @@ def train_supervised(name: str, data, profile: str = "cpu", out=None, steps: int
             history["val_step"].append(step)
             history["val_loss"].append(validate(net, val_set, c.val_batches, c.batch_size, dev, amp))
         if bar is not None:
-            post = {"loss": f"{float(loss):.4g}"}
+            post = {"loss": f"{history['train_loss'][-1]:.4g}"}
             if history["val_loss"]:
                 post["val"] = f"{history['val_loss'][-1]:.4g}"
             bar.set_postfix(post, refresh=False)
