@@ -14,7 +14,13 @@ help:
 	@echo "make test    - setup, then the whole test suite (unit, CLI, chapters at the smoke profile, browser)"
 	@echo "make book    - setup, then every chapter executed at PROFILE=$(PROFILE) and rendered to _build/html"
 
-setup: system $(VENV)/.setup-stamp
+# MathJax 3 (the npm registry's tarball, checked against its published sha512) so that the rendered book
+# typesets its equations without a CDN; flowsep.book_build copies it into the book's _static folder.
+MATHJAX_VERSION := 3.2.2
+MATHJAX_SHA512 := Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc+x77k1/FEsPsjKPZGJvtRZM1vO+geW0OhGw==
+MATHJAX := $(VENV)/share/flowsep-mathjax
+
+setup: system $(VENV)/.setup-stamp $(MATHJAX)/.stamp-$(MATHJAX_VERSION)
 
 # System packages: installed with apt-get when missing and running as root; otherwise one line naming them.
 system:
@@ -36,6 +42,17 @@ $(VENV)/.setup-stamp: pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt "torch==2.9.1" "torchaudio==2.9.1"
 	$(PY) -m pip install -q -c constraints.txt -e ".[book,test]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@touch $@
+
+$(MATHJAX)/.stamp-$(MATHJAX_VERSION): | $(VENV)/.setup-stamp
+	@rm -rf $(MATHJAX) $(MATHJAX).tmp && mkdir -p $(MATHJAX).tmp
+	$(PY) -c "import base64, hashlib, sys, urllib.request as u; data = u.urlopen(sys.argv[1], timeout=120).read(); \
+	  ok = base64.b64encode(hashlib.sha512(data).digest()).decode() == sys.argv[2]; \
+	  open(sys.argv[3], 'wb').write(data) if ok else sys.exit('the MathJax download does not match its published sha512')" \
+	  https://registry.npmjs.org/mathjax/-/mathjax-$(MATHJAX_VERSION).tgz "$(MATHJAX_SHA512)" $(MATHJAX).tmp/mathjax.tgz
+	tar xzf $(MATHJAX).tmp/mathjax.tgz -C $(MATHJAX).tmp package/es5/tex-chtml.js package/es5/input/tex/extensions \
+	  package/es5/output/chtml package/es5/ui package/es5/a11y package/es5/adaptors package/LICENSE
+	mv $(MATHJAX).tmp/package/es5 $(MATHJAX) && mv $(MATHJAX).tmp/package/LICENSE $(MATHJAX)/ && rm -rf $(MATHJAX).tmp
 	@touch $@
 
 test: setup

@@ -169,7 +169,7 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
         log(f"[{title}] separating and scoring {len(names)} track(s)")
         timed = TimedSystem(system)
         result = evaluate_separator(timed, root, "test", names, out=out / "scores" / key, protocol=protocol,
-                                    progress=progress, save_estimates=False)
+                                    progress=progress, save_estimates=False, desc=f"score {title}")
         sdr = result.summary["SDR"]
         row = {"system": title, "kind": kind, "key": key,
                **{t: float(sdr.get(t, math.nan)) for t in TARGETS}}

@@ -13,6 +13,7 @@ The notebooks in ``book/`` are never written to. Under ``--out`` (default ``_bui
 
     executed/<chapter>.ipynb   what papermill ran, outputs included (manifest.json: profile, source hash)
     src/                       the book's sources with the executed notebooks in place of the stripped ones
+                               (and MathJax in _mathjax/ when `make setup` installed it: no CDN needed)
     html/                      the rendered book (``jupyter-book build src``)
     timings.json               seconds per chapter, for the HTML and in total
     jupyter-book.log           the full output of the last ``jupyter-book build``
@@ -42,6 +43,8 @@ KERNEL = "python3"
 BOOK_FILES = ("_config.yml", "_toc.yml")   # besides the folders of the toc's files
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+#: in a Markdown page of the book, replaced in the rendered copy by the timings of the build that rendered it
+TIMINGS_MARKER = "<!-- flowsep: timings of this build -->"
 
 
 # ---- the table of contents --------------------------------------------------------------------------
@@ -185,11 +188,92 @@ def staticize_widgets(nb):
     return nb
 
 
-def assemble(root: Path, out: Path, executed: dict) -> tuple[Path, list[str]]:
+def _chapter_title(notebook: Path) -> str:
+    """The first Markdown heading of a chapter notebook (its stem when it has none)."""
+    import nbformat
+
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return notebook.stem
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "?"
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def timings_markdown(timings: dict, titles: dict) -> str:
+    """This build's profile, machine and seconds per chapter, as the Markdown that replaces TIMINGS_MARKER.
+
+    titles: {chapter stem: title}, in reading order; chapters missing from ``timings`` are skipped.
+    """
+    machine = timings.get("machine") or f"{timings.get('cpu_count')} CPU cores"
+    lines = [f"This copy of the book was rendered at the `{timings['profile']}` profile on {machine}. "
+             "The time each chapter took in that run (data and priors that already existed were reused; a "
+             "chapter marked *earlier run* was executed by a previous build with the same parameters):", "",
+             "| chapter | this build |", "|---|---|"]
+    total = 0.0
+    for stem, title in titles.items():
+        entry = timings["chapters"].get(stem)
+        if not entry:
+            continue
+        total += entry.get("seconds") or 0.0
+        note = " (earlier run)" if entry.get("status") == "reused" else ""
+        lines.append(f"| {title} | {_duration(entry.get('seconds'))}{note} |")
+    lines.append(f"| all chapters | {_duration(total)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _machine(device: str | None = None) -> str:
+    """The build machine in words: CPU cores, and the GPU the chapters use (if any)."""
+    words = f"{os.cpu_count()} CPU cores"
+    try:
+        import torch
+        if torch.cuda.is_available() and device != "cpu":
+            return words + f" with a {torch.cuda.get_device_name(0)} GPU"
+    except ImportError:
+        pass
+    return words + " without a GPU"
+
+
+def local_mathjax() -> Path | None:
+    """MathJax 3's ``es5`` folder installed by ``make setup`` (or at ``$FLOWSEP_MATHJAX``), if there is one."""
+    env = os.environ.get("FLOWSEP_MATHJAX")
+    folder = Path(env) if env else Path(sys.prefix) / "share" / "flowsep-mathjax"
+    return folder if (folder / "tex-chtml.js").is_file() else None
+
+
+def _use_local_mathjax(src: Path, mathjax: Path) -> bool:
+    """Copy MathJax next to the book and point Sphinx at it, so equations render offline.
+
+    It goes to ``src/_mathjax/mathjax`` (an ``html_static_path``: ``html/_static/mathjax`` in the pages),
+    not to a ``_static`` folder, from which Jupyter Book would load every script, all of MathJax's
+    lazily loaded parts included. When the book has a ``_static`` folder, Jupyter Book scans the other
+    static paths too: then nothing is copied and the pages use the CDN (returns False).
+    """
+    import yaml
+
+    if (src / "_static").exists():
+        return False
+    shutil.copytree(mathjax, src / "_mathjax" / "mathjax", dirs_exist_ok=True)
+    config = yaml.safe_load((src / "_config.yml").read_text())
+    sphinx_config = config.setdefault("sphinx", {}).setdefault("config", {})
+    sphinx_config["mathjax_path"] = "mathjax/tex-chtml.js"   # relative to html/_static
+    sphinx_config["html_static_path"] = list(sphinx_config.get("html_static_path") or []) + ["_mathjax"]
+    (src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return True
+
+
+def assemble(root: Path, out: Path, executed: dict, timings: dict | None = None) -> tuple[Path, list[str]]:
     """Copy the book's sources to ``out/src`` with executed notebooks in place of the stripped ones.
 
     executed: {notebook path in book/: executed copy}. Chapters without an executed copy are left out of
-    the copied ``_toc.yml``. Returns (the source folder, the toc entries left out).
+    the copied ``_toc.yml``. ``timings`` (see :func:`build`) replaces :data:`TIMINGS_MARKER` in the
+    Markdown pages. Returns (the source folder, the toc entries left out).
     """
     import nbformat
     import yaml
@@ -204,9 +288,18 @@ def assemble(root: Path, out: Path, executed: dict) -> tuple[Path, list[str]]:
     for folder in folders:
         shutil.copytree(root / folder, src / folder,
                         ignore=shutil.ignore_patterns("_executed", ".ipynb_checkpoints", "__pycache__"))
+    mathjax = local_mathjax()
+    if mathjax is not None:  # else the pages load MathJax from its CDN
+        _use_local_mathjax(src, mathjax)
+    titles = {p.stem: _chapter_title(p) for p in chapters(root) if p in executed}
     left_out = []
     for entry in toc_files(root):
         path = _resolve(root, entry)
+        if path.suffix == ".md" and timings is not None:
+            target = src / path.relative_to(root)
+            text = target.read_text()
+            if TIMINGS_MARKER in text:
+                target.write_text(text.replace(TIMINGS_MARKER, timings_markdown(timings, titles)))
         if path.suffix != ".ipynb":
             continue
         target = src / path.relative_to(root)
@@ -302,7 +395,8 @@ def build(profile: str = "cpu", chapters_: list[str] | None = None, out="_build"
         manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     except ValueError:
         manifest = {}
-    timings = {"profile": profile, "parameters": params, "cpu_count": os.cpu_count(), "chapters": {}}
+    timings = {"profile": profile, "parameters": params, "cpu_count": os.cpu_count(), "machine": _machine(device),
+               "chapters": {}}
     t_start = time.perf_counter()
     failures = []
     for nb in chosen:
@@ -346,7 +440,7 @@ def build(profile: str = "cpu", chapters_: list[str] | None = None, out="_build"
         raise FlowsepError(f"{len(failures)} chapter(s) failed: " + " | ".join(failures))
 
     t0 = time.perf_counter()
-    src, left_out = assemble(root, out, executed)
+    src, left_out = assemble(root, out, executed, timings)
     for entry in left_out:
         log(f"  {entry}: not executed at PROFILE={profile} yet, left out of this build", flush=True)
     html_dir = render(src, out, strict)
@@ -362,7 +456,6 @@ def build(profile: str = "cpu", chapters_: list[str] | None = None, out="_build"
 def _write_timings(out: Path, timings: dict) -> None:
     with atomic_path(out / "timings.json", suffix=".json") as tmp:
         tmp.write_text(json.dumps(timings, indent=1) + "\n")
-        tmp.chmod(0o644)
 
 
 def main(argv=None) -> int:

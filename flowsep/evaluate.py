@@ -343,7 +343,8 @@ def _call_system(system, track: Track) -> dict:
             for k, v in est.items()}
 
 
-def _evaluate(estimate, root, subset, tracks, out, protocol, progress, resume, save_estimates) -> Evaluation:
+def _evaluate(estimate, root, subset, tracks, out, protocol, progress, resume, save_estimates,
+              desc: str = "tracks") -> Evaluation:
     from .progress import bar as progress_bar
 
     if protocol not in PROTOCOLS:
@@ -354,7 +355,7 @@ def _evaluate(estimate, root, subset, tracks, out, protocol, progress, resume, s
         check_writable_dir(out)
     listed = open_tracks(root, subset, tracks)
     stores = []
-    for mt in progress_bar(listed, show=progress, desc="tracks", unit="track"):
+    for mt in progress_bar(listed, show=progress, desc=desc, unit="track"):
         json_path = out / "scores" / subset / f"{mt.name}.json" if out is not None else None
         if resume and json_path is not None and json_path.is_file():
             from museval.aggregate import json2df
@@ -386,7 +387,8 @@ def _evaluate(estimate, root, subset, tracks, out, protocol, progress, resume, s
 
 
 def evaluate_separator(separator, root, subset: str = "test", tracks=None, out=None, protocol: str = "standard",
-                       progress: bool = True, resume: bool = False, save_estimates: bool = True) -> Evaluation:
+                       progress: bool = True, resume: bool = False, save_estimates: bool = True,
+                       desc: str = "tracks") -> Evaluation:
     """Separate and score every track of ``root``'s ``subset`` with any system.
 
     separator: a callable ``f(mixture (channels, samples), rate) -> {target: (channels, samples)}``
@@ -394,12 +396,12 @@ def evaluate_separator(separator, root, subset: str = "test", tracks=None, out=N
     ``needs_sources = True`` called as ``f(mixture, rate, sources={stem: audio})`` (oracles).
     tracks: None (all), an int (the first N) or a list of names. Under the paper protocol the system is
     given the mono downmix. With ``out``, estimates, per-track JSON and summary.csv are written there;
-    ``resume`` reuses per-track JSON files already in ``out``.
+    ``resume`` reuses per-track JSON files already in ``out``. desc: the progress bar's label.
     """
     if not callable(separator):
         raise FlowsepError(f"the system to evaluate must be callable, got a {type(separator).__name__}")
     return _evaluate(lambda track: _call_system(separator, track), root, subset, tracks, out, protocol,
-                     progress, resume, save_estimates)
+                     progress, resume, save_estimates, desc)
 
 
 def _estimates_folder(estimates_dir: Path, subset: str) -> Path:

@@ -96,6 +96,57 @@ def validate(nll: NLL, data: SourceChunks, batches: int, batch: int, device, amp
     return total / batches
 
 
+def run_steps(loader, loss_of, params: list, opt, scaler, grad_clip: float, *, sched=None, start: int, total: int,
+              step_seed, history: dict, key: str, validate=None, val_every: int, checkpoint_every: int, save,
+              bar=None, postfix=None) -> int:
+    """The optimisation loop of every model flowsep trains (the priors here, the baselines too).
+
+    For each batch of ``loader`` (steps ``start`` to ``total``): seed torch with ``step_seed(step)``,
+    ``loss_of(batch)`` (a scalar, already under the model's autocast), a scaled backward pass, gradient-norm
+    clipping at ``grad_clip``, the optimiser and scheduler steps. ``history`` gets ``step`` and
+    ``train_<key>`` every step, ``val_step`` and ``val_<key>`` (from ``validate()``, None to skip) every
+    ``val_every`` steps and at the end, and the training seconds. ``save(step)`` writes a checkpoint every
+    ``checkpoint_every`` steps, at the end, and before a non-finite loss stops the run with a
+    :class:`FlowsepError`. Returns the last step.
+    """
+    t0 = time.perf_counter()
+    step = start
+    for batch in loader:
+        torch.manual_seed(step_seed(step))
+        loss = loss_of(batch)
+        if not torch.isfinite(loss):
+            save(step)
+            raise FlowsepError(f"training diverged at step {step} (loss {float(loss)}); lower the learning "
+                               "rate or resume from the last checkpoint")
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        nn.utils.clip_grad_norm_(params, grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        if sched is not None:
+            sched.step()
+        step += 1
+        history["step"].append(step)
+        history[f"train_{key}"].append(float(loss.detach()))
+        if validate is not None and (step % val_every == 0 or step == total):
+            history["val_step"].append(step)
+            history[f"val_{key}"].append(validate())
+        if bar is not None:
+            if postfix is not None:
+                bar.set_postfix(postfix(history), refresh=False)
+            bar.update(1)
+        if step % checkpoint_every == 0 and step != total:
+            history["seconds"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            save(step)
+    if bar is not None:
+        bar.close()
+    history["seconds"] += time.perf_counter() - t0
+    save(step)
+    return step
+
+
 def train_prior(config: PriorConfig, data, source: str | None = None, out=None, steps: int | None = None,
                 device="auto", resume: bool = False, progress: bool = True, workers: int = 0) -> FlowPrior:
     """Train (or resume training) a prior on one instrument; returns the trained prior in eval mode.
@@ -173,44 +224,22 @@ def train_prior(config: PriorConfig, data, source: str | None = None, out=None, 
         bar = progress_bar(total=total, initial=start, desc=f"train {source or Path(str(data)).name}", unit="step")
     loader = step_loader(train_set, start, total, c.batch_size, rank, world, workers)
     bits = 1.0 / math.log(2)
-    t0 = time.perf_counter()
-    step = start
-    for wave in loader:
-        torch.manual_seed(_step_seed(c.seed, step, rank))
-        wave = wave.to(dev, non_blocking=True)
+
+    def loss_of(wave):
         with autocast_for(dev, amp):
-            loss = model(wave)
-        if not torch.isfinite(loss):
-            save(step)
-            raise FlowsepError(f"training diverged at step {step} (loss {float(loss)}); lower the learning "
-                               "rate or resume from the last checkpoint")
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        nn.utils.clip_grad_norm_(prior.parameters(), c.grad_clip)
-        scaler.step(opt)
-        scaler.update()
-        sched.step()
-        step += 1
-        history["step"].append(step)
-        history["train_nll"].append(float(loss.detach()))
-        if rank == 0 and (step % c.val_every == 0 or step == total):
-            history["val_step"].append(step)
-            history["val_nll"].append(validate(nll, val_set, c.val_batches, c.batch_size // world, dev, amp))
-        if bar is not None:
-            post = {"nll": f"{history['train_nll'][-1]:.3f}", "bits/dim": f"{history['train_nll'][-1] * bits:.3f}"}
-            if history["val_nll"]:
-                post["val bits/dim"] = f"{history['val_nll'][-1] * bits:.3f}"
-            bar.set_postfix(post, refresh=False)
-            bar.update(1)
-        if step % c.checkpoint_every == 0 and step != total:
-            history["seconds"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            save(step)
-    if bar is not None:
-        bar.close()
-    history["seconds"] += time.perf_counter() - t0
-    save(step)
+            return model(wave.to(dev, non_blocking=True))
+
+    def postfix(h):
+        post = {"nll": f"{h['train_nll'][-1]:.3f}", "bits/dim": f"{h['train_nll'][-1] * bits:.3f}"}
+        if h["val_nll"]:
+            post["val bits/dim"] = f"{h['val_nll'][-1] * bits:.3f}"
+        return post
+
+    run_steps(loader, loss_of, list(prior.parameters()), opt, scaler, c.grad_clip, sched=sched,
+              start=start, total=total, step_seed=lambda s: _step_seed(c.seed, s, rank), history=history,
+              key="nll", validate=(lambda: validate(nll, val_set, c.val_batches, c.batch_size // world, dev, amp))
+              if rank == 0 else None, val_every=c.val_every, checkpoint_every=c.checkpoint_every, save=save,
+              bar=bar, postfix=postfix)
     if world > 1:
         import torch.distributed as dist
         dist.barrier()

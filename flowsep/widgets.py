@@ -25,7 +25,8 @@ import torch
 from .errors import FlowsepError
 
 MAX_RATE = 22050      # players resample down to this rate: enough for listening, half the page size
-PLAYER_WIDTH = 170    # pixels of one player in a grid (four columns fit the book's text width)
+PLAYER_WIDTH = 170    # pixels of one player in a row of players
+MIN_PLAYER_WIDTH = 110  # a grid's players share the text width, down to this
 
 
 def listenable(audio, rate: int, seconds: float | None = None, max_rate: int | None = MAX_RATE):
@@ -73,11 +74,15 @@ def _player(a: np.ndarray, rate: int):
 
 
 def audio_tag(audio_, rate: int, seconds: float | None = None, max_rate: int | None = MAX_RATE,
-              width: int | None = PLAYER_WIDTH) -> str:
-    """One ``<audio>`` element as an HTML string (the sound embedded as a wav ``data:`` URI)."""
+              width: int | str | None = PLAYER_WIDTH) -> str:
+    """One ``<audio>`` element as an HTML string (the sound embedded as a wav ``data:`` URI).
+
+    width: pixels, or a CSS width such as ``"100%"`` (None: the browser's default).
+    """
     a, r, gain_db = listenable(audio_, rate, seconds, max_rate)
     player = _player(a, r)
-    style = f' style="width:{int(width)}px"' if width else ""
+    css = width if isinstance(width, str) else f"{int(width)}px" if width else None
+    style = f' style="width:{css};min-width:{MIN_PLAYER_WIDTH}px"' if css else ""
     tag = f'<audio controls preload="metadata"{style} src="{player.src_attr()}"></audio>'
     if gain_db < 0:
         tag += f'<br><small>(turned down {-gain_db:.1f} dB to avoid clipping)</small>'
@@ -98,7 +103,8 @@ def _thumbnail(audio_, rate: int, seconds, width_px: int, height_px: int = 110, 
     spectrogram(a, r, ax=ax, colorbar=False, max_freq=max_freq)
     ax.set_axis_off()
     fig.subplots_adjust(0, 0, 1, 1)
-    return f'<img alt="spectrogram" src="{_png_data_uri(fig)}" style="width:{width_px}px;display:block">'
+    return (f'<img alt="spectrogram" src="{_png_data_uri(fig)}" '
+            f'style="width:100%;max-width:{width_px}px;display:block;margin:auto">')
 
 
 def spectrogram_player(audio_, rate: int, title: str | None = None, seconds: float | None = None,
@@ -140,7 +146,7 @@ def audio_grid(rows: Mapping, rate: int | None = None, columns=None, seconds: fl
     head = "".join(f'<th style="{cell_style}">{html.escape(str(c))}</th>' for c in columns)
     show_names = any(str(r) for r in rows)
     parts = ['<div style="overflow-x:auto"><table class="flowsep-audio-grid" '
-             'style="border-collapse:collapse;margin:0.5em 0">']
+             'style="border-collapse:collapse;margin:0.5em 0;width:100%">']
     if caption:
         parts.append(f'<caption style="caption-side:top;text-align:left">{html.escape(caption)}</caption>')
     parts.append(f"<thead><tr>{'<th></th>' if show_names else ''}{head}</tr></thead><tbody>")
@@ -155,7 +161,7 @@ def audio_grid(rows: Mapping, rate: int | None = None, columns=None, seconds: fl
             if r is None:
                 raise FlowsepError(f"audio_grid: no sample rate for cell ({name}, {c}); pass rate= or (audio, rate)")
             body = _thumbnail(sig, r, seconds, PLAYER_WIDTH, max_freq=max_freq) if spectrograms else ""
-            tds.append(f'<td style="{cell_style}">{body}{audio_tag(sig, r, seconds)}</td>')
+            tds.append(f'<td style="{cell_style}">{body}{audio_tag(sig, r, seconds, width="100%")}</td>')
         label = f'<th style="{cell_style};text-align:left">{html.escape(str(name))}</th>' if show_names else ""
         parts.append(f"<tr>{label}{''.join(tds)}</tr>")
     parts.append("</tbody></table></div>")

@@ -20,7 +20,6 @@ ROOT = book_build.find_root()
 CHAPTERS = book_build.chapters(ROOT)
 IDS = [p.stem for p in CHAPTERS]
 REQUIRED_PARAMETERS = {"PROFILE", "DATASET", "DEVICE", "SEED"}
-SMOKE_BUDGET_S = 900  # the whole book at the smoke profile must stay well inside CI's 30 minutes
 
 
 def code_cells(nb):
@@ -80,6 +79,22 @@ def test_first_code_cell_installs_flowsep_only_on_colab(path, monkeypatch):
     pip = [c for c in calls if "pip" in str(c) and "install" in str(c)]
     assert pip and "flowsep @ git+https://github.com/flowsep/flowsep" in str(pip[-1]), \
         f"{path.name}: on Colab the first cell must pip install flowsep from the repository"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+def test_exercises_with_hidden_solutions(path):
+    nb = nbformat.read(path, as_version=4)
+    headings = [c.source for c in nb.cells if c.cell_type == "markdown" and "## Exercises" in c.source]
+    assert headings, f"{path.name}: no '## Exercises' section"
+    start = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and "## Exercises" in c.source)
+    after = nb.cells[start:]
+    hidden = [c for c in after if "hide-cell" in c.metadata.get("tags", [])]
+    dropdowns = [c for c in after if c.cell_type == "markdown" and "{dropdown} Solution" in c.source]
+    assert hidden or dropdowns, f"{path.name}: the exercises have no hidden solutions"
+    for cell in hidden:  # the same folded look on every page and on Colab
+        assert cell.metadata.get("mystnb", {}).get("code_prompt_show") == "Show the solution", path.name
+        assert cell.metadata.get("jupyter", {}).get("source_hidden") is True, path.name
+        assert cell.source.startswith("# @title Solution"), path.name
 
 
 # ---- book_build without a build ----------------------------------------------------------------------
@@ -230,10 +245,30 @@ def test_executed_copies_stay_out_of_the_sources(built_book):
 
 
 @pytest.mark.slow
-def test_timings_are_recorded_and_within_budget(built_book):
+def test_timings_are_recorded(built_book):
     timings = json.loads((built_book.out / "timings.json").read_text())
     assert timings["profile"] == "smoke"
     assert set(timings["chapters"]) == {p.stem for p in built_book.chapters}
     assert all(c["seconds"] > 0 for c in timings["chapters"].values())
     assert timings["html_seconds"] > 0
-    assert timings["total_seconds"] < SMOKE_BUDGET_S, f"the smoke book took {timings['total_seconds']} s"
+    assert "CPU cores" in timings["machine"]
+
+
+@pytest.mark.slow
+def test_preface_shows_the_timings_of_the_build_that_rendered_it(built_book):
+    text = (built_book.html / "book" / "intro.html").read_text()
+    assert book_build.TIMINGS_MARKER not in text
+    assert "This copy of the book was rendered at the" in text and "<code class" in text
+    for path in built_book.chapters:
+        title = book_build._chapter_title(path)
+        assert title in text, f"the preface's build table lacks {title!r}"
+
+
+def test_timings_markdown_lists_each_chapter_with_its_time():
+    timings = {"profile": "cpu", "machine": "2 CPU cores without a GPU",
+               "chapters": {"01_a": {"seconds": 30.0, "status": "ok"},
+                            "02_b": {"seconds": 600.0, "status": "reused"}}}
+    md = book_build.timings_markdown(timings, {"01_a": "First", "02_b": "Second", "03_c": "Not run"})
+    assert "`cpu` profile on 2 CPU cores without a GPU" in md
+    assert "| First | 30 s |" in md and "| Second | 10.0 min (earlier run) |" in md
+    assert "Not run" not in md and "| all chapters | 10.5 min |" in md

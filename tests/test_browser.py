@@ -1,10 +1,11 @@
 """The rendered book in a real browser: headless Chromium opens every page over http.
 
 Per page: no console errors, every audio player loads a finite, positive duration, every image loads,
-and each chapter's Colab button opens that chapter's notebook in the repository.
+every equation is typeset by the MathJax served with the book, and each chapter's Colab button opens
+that chapter's notebook in the repository.
 
 Console errors that are ignored, because the test machine is offline and nothing of ours causes them:
-failed loads of resources from other hosts than the local server (MathJax and fonts from CDNs) and of
+failed loads of resources from other hosts than the local server (fonts from CDNs) and of
 ``/favicon.ico`` (the book has none).
 """
 import functools
@@ -99,6 +100,19 @@ Promise.all([durations, images]).then(([d, i]) => done({durations: d, images: i}
 """
 
 
+WAIT_FOR_MATH = """
+const done = arguments[arguments.length - 1];
+const untypeset = () => Array.from(document.querySelectorAll('span.math, div.math'))
+    .filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.slice(0, 60));
+const total = document.querySelectorAll('span.math, div.math').length;
+if (!window.MathJax || !window.MathJax.startup || !window.MathJax.startup.promise) {
+    done({mathjax: false, total: total, untypeset: untypeset()});
+} else {
+    window.MathJax.startup.promise.then(() => done({mathjax: true, total: total, untypeset: untypeset()}));
+}
+"""
+
+
 @pytest.mark.parametrize("entry", PAGES)
 def test_page_in_chromium(entry, server, browser):
     browser.get(f"{server}/{entry}.html")
@@ -113,6 +127,11 @@ def test_page_in_chromium(entry, server, browser):
     assert not bad, f"{entry}: {len(bad)} of {len(durations)} audio players have no finite duration"
     broken = [src for src, width in media["images"] if not width]
     assert not broken, f"{entry}: images that did not load: {broken}"
+
+    math = browser.execute_async_script(WAIT_FOR_MATH)  # MathJax is served with the book: no CDN needed
+    if math["total"]:
+        assert math["mathjax"], f"{entry}: {math['total']} equations but MathJax did not load"
+        assert not math["untypeset"], f"{entry}: equations left as TeX: {math['untypeset'][:3]}"
 
     links = browser.execute_script(
         "return Array.from(document.querySelectorAll('a')).map(a => a.href)"

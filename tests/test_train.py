@@ -132,3 +132,18 @@ def test_cli_empty_folder(tmp_path):
     r = subprocess.run([sys.executable, "-m", "flowsep.cli", "train", "--data", str(tmp_path / "empty"),
                         "--profile", "smoke", "--out", str(tmp_path / "x.pt")], env=ENV, capture_output=True, text=True)
     assert r.returncode == 2 and "holds no audio files" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_atomic_writes_leave_no_temporary_file_and_normal_permissions(tmp_path):
+    from flowsep.io import atomic_path, save_torch
+    target = tmp_path / "ckpt.pt"
+    save_torch({"a": torch.zeros(2)}, target)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert torch.load(target)["a"].shape == (2,), "a failed write replaced the previous file"
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]

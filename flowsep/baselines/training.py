@@ -21,7 +21,6 @@ and cpu profiles) learns from each channel of the stereo tracks as its own recor
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -139,7 +138,7 @@ def train_supervised(name: str, data, profile: str = "cpu", out=None, steps: int
     continues from it (the checkpoint's config is used). steps: total steps of the run (default: the
     profile's budget).
     """
-    from ..train import resolve_device
+    from ..train import resolve_device, run_steps
 
     if name not in MODEL_NAMES:
         raise FlowsepError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
@@ -198,43 +197,21 @@ def train_supervised(name: str, data, profile: str = "cpu", out=None, steps: int
         from ..progress import bar as progress_bar
         bar = progress_bar(total=total, initial=start, desc=f"train {c.display_name}", unit="step")
     loader = step_loader(train_set, start, total, c.batch_size, 0, 1, workers)
-    t0 = time.perf_counter()
-    step = start
-    for mix, stems in loader:
-        torch.manual_seed(_step_seed(c.seed, step))
-        mix, stems = mix.to(dev, non_blocking=True), stems.to(dev, non_blocking=True)
+    def loss_of(batch):
+        mix, stems = (t.to(dev, non_blocking=True) for t in batch)
         with _amp(dev, amp):
-            loss = net.loss(mix, stems)
-        if not torch.isfinite(loss):
-            save(step)
-            raise FlowsepError(f"training diverged at step {step} (loss {float(loss)}); lower the learning "
-                               "rate or resume from the last checkpoint")
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        nn.utils.clip_grad_norm_(net.parameters(), c.grad_clip)
-        scaler.step(opt)
-        scaler.update()
-        step += 1
-        history["step"].append(step)
-        history["train_loss"].append(float(loss.detach()))
-        if step % c.val_every == 0 or step == total:
-            history["val_step"].append(step)
-            history["val_loss"].append(validate(net, val_set, c.val_batches, c.batch_size, dev, amp))
-        if bar is not None:
-            post = {"loss": f"{history['train_loss'][-1]:.4g}"}
-            if history["val_loss"]:
-                post["val"] = f"{history['val_loss'][-1]:.4g}"
-            bar.set_postfix(post, refresh=False)
-            bar.update(1)
-        if step % c.checkpoint_every == 0 and step != total:
-            history["seconds"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            save(step)
-    if bar is not None:
-        bar.close()
-    history["seconds"] += time.perf_counter() - t0
-    save(step)
+            return net.loss(mix, stems)
+
+    def postfix(h):
+        post = {"loss": f"{h['train_loss'][-1]:.4g}"}
+        if h["val_loss"]:
+            post["val"] = f"{h['val_loss'][-1]:.4g}"
+        return post
+
+    run_steps(loader, loss_of, list(net.parameters()), opt, scaler, c.grad_clip, start=start, total=total,
+              step_seed=lambda s: _step_seed(c.seed, s), history=history, key="loss",
+              validate=lambda: validate(net, val_set, c.val_batches, c.batch_size, dev, amp),
+              val_every=c.val_every, checkpoint_every=c.checkpoint_every, save=save, bar=bar, postfix=postfix)
     return SupervisedSeparator(net, c, device=dev, history=history)
 
 
