@@ -166,25 +166,40 @@ def _progress_html(models: dict, box: dict) -> str | None:
             f'<span>{right.get("value", "")}</span></div>')
 
 
+def _hidden(models: dict, widget: dict) -> bool:
+    """Whether a widget was hidden when the run ended (its layout's visibility or display)."""
+    layout = models.get(str(widget.get("state", {}).get("layout", "")).replace("IPY_MODEL_", ""), {})
+    style = layout.get("state", {})
+    return style.get("visibility") == "hidden" or style.get("display") == "none"
+
+
 def staticize_widgets(nb):
     """Replace widget outputs by what a static page can show; drop the saved widget state.
 
-    A progress bar becomes a static bar of its final state; any other widget becomes a short note that
-    it is interactive (run the notebook to use it). Returns ``nb`` (changed in place).
+    A progress bar becomes a static bar of its final state; a widget hidden at the end of the run (a
+    progress bar closed with ``leave=False``) is dropped; any other widget becomes a short note that it
+    is interactive (run the notebook to use it). Returns ``nb`` (changed in place).
     """
     state = nb.metadata.pop("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
     for cell in nb.cells:
+        kept = []
         for out in cell.get("outputs", []):
             data = out.get("data", {})
             if WIDGET_VIEW not in data:
+                kept.append(out)
                 continue
             model = state.get(data[WIDGET_VIEW].get("model_id", ""), {})
+            if _hidden(state, model):  # e.g. a tqdm bar with leave=False: gone from the live notebook too
+                continue
+            kept.append(out)
             static = _progress_html(state, model) if model.get("model_name") == "HBoxModel" else None
             if static is None:
                 static = ('<p class="flowsep-widget-note"><em>An interactive control: run this notebook '
                           '(Colab button above, or Jupyter) to use it.</em></p>')
             data.pop(WIDGET_VIEW)
             data["text/html"] = static
+        if "outputs" in cell:
+            cell.outputs = kept
     return nb
 
 

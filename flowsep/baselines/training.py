@@ -197,6 +197,7 @@ def train_supervised(name: str, data, profile: str = "cpu", out=None, steps: int
         from ..progress import bar as progress_bar
         bar = progress_bar(total=total, initial=start, desc=f"train {c.display_name}", unit="step")
     loader = step_loader(train_set, start, total, c.batch_size, 0, 1, workers)
+
     def loss_of(batch):
         mix, stems = (t.to(dev, non_blocking=True) for t in batch)
         with _amp(dev, amp):
