@@ -147,3 +147,34 @@ def test_atomic_writes_leave_no_temporary_file_and_normal_permissions(tmp_path):
             raise RuntimeError("killed mid-write")
     assert torch.load(target)["a"].shape == (2,), "a failed write replaced the previous file"
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def _toy_loop(losses, **kwargs):
+    """run_steps on a one-parameter model whose loss at step s is losses[s] * w; returns (saves, history)."""
+    from flowsep.train import run_steps
+    w = torch.nn.Parameter(torch.ones(()))
+    opt = torch.optim.SGD([w], lr=0.1)
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    saves, history = [], {"step": [], "train_x": [], "val_step": [], "val_x": [], "seconds": 0.0}
+    settings = dict(start=0, total=len(losses), step_seed=lambda s: s, history=history, key="x",
+                    validate=lambda: float(w.detach()), val_every=2, checkpoint_every=3, save=saves.append)
+    settings.update(kwargs)
+    run_steps(iter(losses), lambda v: v * w, [w], opt, scaler, 4.0, **settings)
+    return saves, history
+
+
+def test_run_steps_validates_and_checkpoints_on_schedule():
+    saves, history = _toy_loop([1.0] * 7)
+    assert history["step"] == [1, 2, 3, 4, 5, 6, 7]
+    assert history["train_x"] == pytest.approx([1.0 - 0.1 * s for s in range(7)])  # the loss is w itself
+    assert history["val_step"] == [2, 4, 6, 7]
+    assert history["val_x"][0] == pytest.approx(1.0 - 2 * 0.1)  # two SGD steps on d(w)/dw = 1
+    assert saves == [3, 6, 7]  # every 3 steps, then the end
+    assert history["seconds"] >= 0
+
+
+def test_run_steps_stops_on_a_non_finite_loss_after_saving():
+    saves = []
+    with pytest.raises(FlowsepError, match="diverged at step 2"):
+        _toy_loop([1.0, 1.0, float("nan"), 1.0], save=saves.append)
+    assert saves == [2], "the last good state must be saved before stopping"
