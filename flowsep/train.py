@@ -116,8 +116,8 @@ def run_steps(loader, loss_of, params: list, opt, scaler, grad_clip: float, *, s
         loss = loss_of(batch)
         if not torch.isfinite(loss):
             save(step)
-            raise FlowsepError(f"training diverged at step {step} (loss {float(loss.detach())}); lower the learning "
-                               "rate or resume from the last checkpoint")
+            raise FlowsepError(f"training diverged at step {step} (loss {float(loss.detach())}); lower the "
+                               "learning rate or resume from the last checkpoint")
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
