@@ -15,7 +15,7 @@ help:
 	@echo "make book    - setup, then every chapter executed at PROFILE=$(PROFILE) and rendered to _build/html"
 
 # MathJax 3 (the npm registry's tarball, checked against its published sha512) so that the rendered book
-# typesets its equations without a CDN; flowsep.book_build copies it into the book's _static folder.
+# typesets its equations without a CDN; flowsep.book_build serves it with the pages (html/_static/mathjax).
 MATHJAX_VERSION := 3.2.2
 MATHJAX_SHA512 := Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc+x77k1/FEsPsjKPZGJvtRZM1vO+geW0OhGw==
 MATHJAX := $(VENV)/share/flowsep-mathjax

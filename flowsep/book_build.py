@@ -262,25 +262,24 @@ def local_mathjax() -> Path | None:
     return folder if (folder / "tex-chtml.js").is_file() else None
 
 
-def _use_local_mathjax(src: Path, mathjax: Path) -> bool:
+def _use_local_mathjax(src: Path, mathjax: Path) -> None:
     """Copy MathJax next to the book and point Sphinx at it, so equations render offline.
 
     It goes to ``src/_mathjax/mathjax`` (an ``html_static_path``: ``html/_static/mathjax`` in the pages),
     not to a ``_static`` folder, from which Jupyter Book would load every script, all of MathJax's
     lazily loaded parts included. When the book has a ``_static`` folder, Jupyter Book scans the other
-    static paths too: then nothing is copied and the pages use the CDN (returns False).
+    static paths too: then nothing is copied and the pages use the CDN.
     """
     import yaml
 
     if (src / "_static").exists():
-        return False
+        return
     shutil.copytree(mathjax, src / "_mathjax" / "mathjax", dirs_exist_ok=True)
     config = yaml.safe_load((src / "_config.yml").read_text())
     sphinx_config = config.setdefault("sphinx", {}).setdefault("config", {})
     sphinx_config["mathjax_path"] = "mathjax/tex-chtml.js"   # relative to html/_static
     sphinx_config["html_static_path"] = list(sphinx_config.get("html_static_path") or []) + ["_mathjax"]
     (src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    return True
 
 
 def assemble(root: Path, out: Path, executed: dict, timings: dict | None = None) -> tuple[Path, list[str]]:

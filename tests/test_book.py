@@ -84,9 +84,9 @@ def test_first_code_cell_installs_flowsep_only_on_colab(path, monkeypatch):
 @pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
 def test_exercises_with_hidden_solutions(path):
     nb = nbformat.read(path, as_version=4)
-    headings = [c.source for c in nb.cells if c.cell_type == "markdown" and "## Exercises" in c.source]
-    assert headings, f"{path.name}: no '## Exercises' section"
-    start = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and "## Exercises" in c.source)
+    starts = [i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and "## Exercises" in c.source]
+    assert starts, f"{path.name}: no '## Exercises' section"
+    start = starts[0]
     after = nb.cells[start:]
     hidden = [c for c in after if "hide-cell" in c.metadata.get("tags", [])]
     dropdowns = [c for c in after if c.cell_type == "markdown" and "{dropdown} Solution" in c.source]
