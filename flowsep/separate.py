@@ -10,33 +10,40 @@ mixture's magnitude |X|::
     loss = D(|X| || sum_j x_j) + prior_weight * R(z)     D = generalized KL (I-divergence)
     R = 0.5*||z||^2 ("z" space)  or  -log p_j(x_j) ("x" space), per dimension
 
-with Adam on the z's, starting from z = 0, the mode of every prior. The defaults are the settings of
-the published 4-stem results: z space, zero init, prior_weight 0 (the prior acts only through the
-reparametrisation and the start point), lr 0.01, 150 iterations. The magnitude estimates get the
+with Adam on the z's, starting from z = 0, the mode of every prior's base density. The defaults are the
+settings of the published 4-stem results: z space, zero init, prior_weight 0 (the prior acts only through
+the reparametrisation and the start point), lr 0.01, 150 iterations. The magnitude estimates get the
 mixture's phase; a post-filter (ratio mask or multichannel Wiener filter, :mod:`openunmix.filtering`)
 makes them add up to the mixture at the input's own sample rate.
 
 Engineering on top of the published method: stereo (each channel, or mid and side, is one batch item),
-inputs of any length (overlapping segments, cross-faded), and one batched pass per prior per iteration
-for every segment and channel, with the sources themselves batched by :func:`torch.func.vmap` when all
-priors share one architecture.
+inputs of any length in bounded memory, and one batched pass per prior per iteration for the segments
+and channels of a chunk, with the sources themselves batched by :func:`torch.func.vmap` when all priors
+share one architecture.
+
+Long inputs. The song is cut into equal overlapping segments (``segment_seconds``); every segment of
+every channel (a *part*) is optimised on its own terms, since the loss is a sum over parts and Adam
+updates each latent element from its own gradient. So the parts can go through the priors in chunks,
+each chunk optimised to the end before the next starts, with the same result as all parts at once
+(up to float rounding): the chunk size is a matter of memory, chosen before the search starts from
+the memory that is free (``max_memory`` overrides it). Only the magnitude estimates of the whole song
+are kept; the post-filter and the resynthesis then run block by block (:meth:`SeparationResult.render_blocks`),
+each block computed from the samples and frames it needs.
 """
 from __future__ import annotations
 
-import copy
 import math
-import re
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from .errors import FlowsepError
+from .memory import available_bytes, format_size, parse_size, saved_for_backward_bytes
 from .prior import FlowPrior
-from .spectral import as_channels_first, istft, magphase, resample, stft
+from .spectral import as_channels_first, frames_span, istft, magphase, n_frames, resample, stft, stft_frames
 
 POSTS = ("wiener", "mask", "none")
 STEREO_MODES = ("midside", "channels")
@@ -44,6 +51,15 @@ PRIOR_SPACES = ("z", "x")
 KL_EPS = 1e-8
 SILENCE_PEAK = 1e-7  # a mixture whose peak is below this (-140 dBFS) has nothing to separate
 WIENER_WINDOW = 300  # frames per multichannel Wiener call, as in open-unmix
+RENDER_WINDOWS = 4   # Wiener windows per block of the post-filter
+# the share of the available memory a separation plans to use when no ``max_memory`` is given
+MEMORY_SHARE = 0.5
+# on a CPU, more parts in one batch do not run faster (the convolutions of one 60-s part already keep
+# every core busy: benchmarks/results/separation_memory_cpu.md), so a chunk stops growing here
+CPU_CHUNK_BYTES = 2 * 2 ** 30
+# what a part really takes, per byte autograd saves for it (the forward's transients, the backward's
+# gradients, Adam's state); measured on the cpu and smoke profiles (benchmarks/separation_memory.py)
+WORKSPACE_FACTOR = 2.0
 
 
 # ---- the objective --------------------------------------------------------------------------------
@@ -70,13 +86,13 @@ def _frozen_copy(prior: FlowPrior, device: torch.device) -> FlowPrior:
     """
     from torch.nn.utils import parametrize
 
-    copy = type(prior)(prior.config)
-    copy.load_state_dict(prior.state_dict())
-    for module in copy.modules():
+    frozen = type(prior)(prior.config)
+    frozen.load_state_dict(prior.state_dict())
+    for module in frozen.modules():
         if parametrize.is_parametrized(module):
             for name in list(module.parametrizations.keys()):
                 parametrize.remove_parametrizations(module, name, leave_parametrized=True)
-    return copy.eval().requires_grad_(False).to(device)
+    return frozen.eval().requires_grad_(False).to(device)
 
 
 class _Synthesis(nn.Module):
@@ -132,111 +148,40 @@ def _crossfade_weights(length: int, starts: list[int], frames: int) -> torch.Ten
     return w
 
 
-def overlap_add(segments: torch.Tensor, starts: list[int], frames: int) -> torch.Tensor:
-    """Cross-fade segment spectrograms back into one: (n_seg, ..., length) -> (..., frames)."""
-    length = segments.shape[-1]
-    w = _crossfade_weights(length, starts, frames).to(segments.device, segments.dtype)
-    out = segments.new_zeros(*segments.shape[1:-1], frames + length)
-    den = segments.new_zeros(frames + length)
-    for i, s in enumerate(starts):
-        out[..., s:s + length] += segments[i] * w[i]
-        den[s:s + length] += w[i]
-    return out[..., :frames] / den[:frames].clamp_min(1e-12)
+class CrossFade:
+    """Cross-fades segment spectrograms into one, a segment (or a part of one) at a time.
 
-
-# ---- the result of one separation ------------------------------------------------------------------
-@dataclass
-class SeparationResult:
-    """Magnitude estimates of one mixture, before they are turned into waveforms.
-
-    ``magnitudes[name]``: (items, bins, frames) at the priors' STFT, where items are the input's channels
-    (stereo="channels") or mid and side (stereo="midside"); ``phase``: the mixture phase, same shape.
-    ``render(post)`` gives the waveforms {name: (channels, samples)} at the input rate.
+    lead: the leading shape of a whole, e.g. (items, bins); segments are (*lead, length) and start at
+    ``starts`` frames. ``add(i, seg, index)`` adds segment ``i`` (or ``seg`` into ``whole[index]``);
+    ``result()`` is the whole (*lead, frames).
     """
 
-    magnitudes: dict[str, torch.Tensor]
-    phase: torch.Tensor
-    mixture: torch.Tensor           # (channels, samples) at the input rate
-    rate: int                       # input rate
-    prior_rate: int
-    n_fft: int
-    hop: int
-    midside: bool
-    squeeze_output: bool            # the input was 1-D
-    timings: dict = field(default_factory=dict)
+    def __init__(self, lead: tuple, starts: list[int], length: int, frames: int,
+                 device=None, dtype=torch.float32):
+        self.starts, self.length, self.frames = starts, length, frames
+        self.weights = _crossfade_weights(length, starts, frames).to(device, dtype)
+        self.sum = torch.zeros(*lead, frames + length, device=device, dtype=dtype)
+        den = torch.zeros(frames + length, device=device, dtype=dtype)
+        for i, s in enumerate(starts):
+            den[s:s + length] += self.weights[i]
+        self.den = den[:frames].clamp_min(1e-12)
 
-    def _to_channels(self, items: torch.Tensor) -> torch.Tensor:
-        """(items, samples) mid/side or channels -> (channels, samples)."""
-        if self.midside:
-            return torch.stack([items[0] + items[1], items[0] - items[1]])
-        return items
+    def add(self, i: int, seg: torch.Tensor, index=()) -> None:
+        s = self.starts[i]
+        self.sum[index][..., s:s + self.length] += seg * self.weights[i]
 
-    def waveforms(self) -> dict[str, torch.Tensor]:
-        """Magnitudes with the mixture phase, inverse STFT, back at the input rate: {name: (channels, samples)}."""
-        n = self.mixture.shape[-1]
-        n_p = round(n * self.prior_rate / self.rate)
-        out = {}
-        for name, mag in self.magnitudes.items():
-            w = istft(mag * self.phase, self.n_fft, self.hop, n_p)
-            w = resample(self._to_channels(w), self.prior_rate, self.rate)
-            out[name] = _fit_length(w, n)
-        return out
+    def result(self) -> torch.Tensor:
+        """The whole (*lead, frames); divides in place, so call it once, after the last ``add``."""
+        return self.sum[..., :self.frames].div_(self.den)
 
-    def render(self, post: str = "wiener", wiener_iterations: int = 1) -> dict[str, np.ndarray]:
-        """Waveform estimates {name: (channels, samples) float32} with the post-filter ``post``."""
-        if post not in POSTS:
-            raise FlowsepError(f"unknown post-filter {post!r}; use one of: {', '.join(POSTS)}")
-        t0 = time.perf_counter()
-        if post == "none":
-            est = self.waveforms()
-        else:
-            est = self._filtered(post, wiener_iterations)
-        self.timings["post"] = time.perf_counter() - t0
-        return {k: (v[0] if self.squeeze_output else v).cpu().numpy().astype(np.float32)
-                for k, v in est.items()}
 
-    # ---- post-filters at the input rate ----
-    def _input_stft_params(self) -> tuple[int, int]:
-        r = self.rate / self.prior_rate
-        return max(4, 2 * round(self.n_fft * r / 2)), max(1, round(self.hop * r))
-
-    def _input_magnitudes(self, n_fft: int, hop: int, mix_mag: torch.Tensor) -> torch.Tensor:
-        """Source magnitudes on the input-rate STFT grid: (sources, channels, bins, frames).
-
-        When the input is at the priors' rate and the channels were separated as they are, these are the
-        estimates themselves; otherwise each estimate is resynthesised (mixture phase, input rate) and
-        analysed again. Above the priors' band (inputs at a higher rate) each source takes the share of
-        the mixture it has in the top half of that band, frame by frame.
-        """
-        if self.rate == self.prior_rate and not self.midside:
-            return torch.stack(list(self.magnitudes.values()))
-        v = torch.stack([stft(w, n_fft, hop).abs() for w in self.waveforms().values()])
-        if self.rate > self.prior_rate:
-            freqs = torch.arange(v.shape[-2], device=v.device) * self.rate / n_fft
-            nyq = self.prior_rate / 2
-            top = (freqs >= 0.5 * nyq) & (freqs < 0.9 * nyq)
-            above = freqs >= 0.9 * nyq
-            energy = v[..., top, :].sum(dim=-2, keepdim=True)                 # (J, C, 1, T)
-            share = (energy + 1e-12) / (energy + 1e-12).sum(dim=0, keepdim=True)
-            v[..., above, :] = share * mix_mag[..., above, :]
-        return v
-
-    def _filtered(self, post: str, wiener_iterations: int) -> dict[str, torch.Tensor]:
-        n = self.mixture.shape[-1]
-        n_fft, hop = self._input_stft_params()
-        mix = stft(self.mixture, n_fft, hop)                                   # (C, F, T) complex
-        v = self._input_magnitudes(n_fft, hop, mix.abs())                        # (J, C, F, T)
-        floor = 1e-5 * float(mix.abs().max())
-        mask = (v + floor) / (v + floor).sum(dim=0, keepdim=True)             # ratio masks, sum to 1
-        if post == "mask":
-            y = mask * mix
-        else:
-            y = multichannel_wiener(v + floor, mix, iterations=wiener_iterations)
-            # where every estimate is near zero the filter's regularisation keeps nothing; the ratio
-            # masks share what is left, so that the stems add up to the mixture exactly
-            y = y + mask * (mix - y.sum(dim=0))
-        waves = istft(y, n_fft, hop, n)
-        return dict(zip(self.magnitudes, waves))
+def overlap_add(segments: torch.Tensor, starts: list[int], frames: int) -> torch.Tensor:
+    """Cross-fade segment spectrograms back into one: (n_seg, ..., length) -> (..., frames)."""
+    fade = CrossFade(tuple(segments.shape[1:-1]), starts, segments.shape[-1], frames, segments.device,
+                     segments.dtype)
+    for i, seg in enumerate(segments):
+        fade.add(i, seg)
+    return fade.result()
 
 
 def _fit_length(w: torch.Tensor, n: int) -> torch.Tensor:
@@ -245,13 +190,16 @@ def _fit_length(w: torch.Tensor, n: int) -> torch.Tensor:
     return torch.nn.functional.pad(w, (0, n - w.shape[-1]))
 
 
+# ---- the post-filter --------------------------------------------------------------------------------
 def multichannel_wiener(v: torch.Tensor, mix: torch.Tensor, iterations: int = 1,
                         window: int = WIENER_WINDOW) -> torch.Tensor:
     """Multichannel Wiener filter (open-unmix's EM implementation) in windows of ``window`` frames.
 
     v: (sources, channels, bins, frames) magnitude estimates; mix: (channels, bins, frames) complex
     -> (sources, channels, bins, frames) complex source images that add up to ``mix`` (up to the
-    filter's regularisation). More than two channels are filtered one by one.
+    filter's regularisation). More than two channels are filtered one by one. Works in float64 inside
+    each window: the filter inverts 2x2 covariances regularised by 1e-10, and in float32 the stems of
+    the test clip moved by up to 1% of their peak; the memory stays bounded by the window.
     """
     from openunmix.filtering import wiener
 
@@ -259,14 +207,171 @@ def multichannel_wiener(v: torch.Tensor, mix: torch.Tensor, iterations: int = 1,
         return torch.cat([multichannel_wiener(v[:, c:c + 1], mix[c:c + 1], iterations, window)
                           for c in range(mix.shape[0])], dim=1)
     frames = mix.shape[-1]
-    out = torch.zeros((v.shape[0], *mix.shape), dtype=torch.complex128, device=mix.device)
+    out = torch.zeros((v.shape[0], *mix.shape), dtype=mix.dtype, device=mix.device)
     for t0 in range(0, frames, window):
         sl = slice(t0, min(frames, t0 + window))
-        m = torch.view_as_real(mix[..., sl].to(torch.complex128).permute(2, 1, 0))  # (T, F, C, 2)
-        tgt = v[..., sl].to(torch.float64).permute(3, 2, 1, 0)                        # (T, F, C, J)
+        m = torch.view_as_real(mix[..., sl].to(torch.complex128).permute(2, 1, 0))   # (T, F, C, 2)
+        tgt = v[..., sl].to(torch.float64).permute(3, 2, 1, 0)                       # (T, F, C, J)
         y = wiener(tgt, m, iterations=iterations)                                    # (T, F, C, 2, J)
-        out[..., sl] = torch.view_as_complex(y.permute(4, 2, 1, 0, 3).contiguous())
-    return out.to(mix.dtype)
+        out[..., sl] = torch.view_as_complex(y.permute(4, 2, 1, 0, 3).contiguous()).to(mix.dtype)
+    return out
+
+
+# ---- the result of one separation ------------------------------------------------------------------
+@dataclass
+class SeparationResult:
+    """Magnitude estimates of one mixture, before they are turned into waveforms.
+
+    ``magnitudes[name]``: (items, bins, frames) at the priors' STFT, where items are the input's channels
+    (stereo="channels") or mid and side (stereo="midside"); ``items``: those items' waveforms at the
+    priors' rate, (items, samples), whose STFT phase the estimates take. ``render(post)`` gives the
+    waveforms {name: (channels, samples)} at the input rate; ``render_blocks(post)`` gives them block by
+    block, in bounded memory, for songs of any length.
+
+    ``trace``: the loss (mean over parts) after 0, 1, ..., iterations Adam steps; ``snapshots``:
+    {iteration: {name: (items, bins, frames)}}; ``timings``: seconds (prepare, optimize, post);
+    ``chunks``: how many chunks the parts went through the priors in.
+    """
+
+    magnitudes: dict[str, torch.Tensor]
+    items: torch.Tensor
+    mixture: torch.Tensor           # (channels, samples) at the input rate
+    rate: int                       # input rate
+    prior_rate: int
+    n_fft: int
+    hop: int
+    midside: bool
+    squeeze_output: bool            # the input was 1-D
+    trace: list = field(default_factory=list)
+    snapshots: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    chunks: int = 1
+    _peaks: dict = field(default_factory=dict, init=False, repr=False)
+
+    def _to_channels(self, items: torch.Tensor) -> torch.Tensor:
+        """(..., items, samples) mid/side or channels -> (..., channels, samples)."""
+        if self.midside:
+            return torch.stack([items[..., 0, :] + items[..., 1, :], items[..., 0, :] - items[..., 1, :]], dim=-2)
+        return items
+
+    # ---- waveforms of a stretch of the song ----
+    @property
+    def prior_samples(self) -> int:
+        """Length of the song at the priors' rate."""
+        return round(self.mixture.shape[-1] * self.prior_rate / self.rate)
+
+    def _item_waves(self, a: int, b: int) -> torch.Tensor:
+        """Samples a..b-1 (priors' rate) of every estimate with the mixture phase: (sources, items, b-a)."""
+        n_p, frames = self.prior_samples, next(iter(self.magnitudes.values())).shape[-1]
+        margin = -(-self.n_fft // self.hop) + 1
+        fa, fb = max(0, a // self.hop - margin), min(frames, -(-b // self.hop) + margin)
+        phase = magphase(stft_frames(self.items, self.n_fft, self.hop, fa, fb))[1]
+        length = n_p - fa * self.hop if fb == frames else (fb - fa - 1) * self.hop
+        mags = torch.stack([m[..., fa:fb] for m in self.magnitudes.values()])
+        waves = istft(mags * phase, self.n_fft, self.hop, length)
+        return waves[..., a - fa * self.hop:b - fa * self.hop]
+
+    def source_waves(self, a: int, b: int) -> torch.Tensor:
+        """Samples a..b-1 (input rate) of the estimates with the mixture phase: (sources, channels, b-a).
+
+        The same samples as resynthesising the whole song and cutting them out (up to float rounding):
+        each stretch is computed from the frames and samples it depends on.
+        """
+        n_p = self.prior_samples
+        if self.rate == self.prior_rate:
+            return self._to_channels(self._item_waves(a, b))
+        g = math.gcd(self.prior_rate, self.rate)
+        orig, new = self.prior_rate // g, self.rate // g
+        # reach of torchaudio's windowed-sinc kernel (6 zero crossings), in samples at the priors' rate
+        reach = 2 * (orig + math.ceil(6 * orig / (0.99 * min(orig, new))))
+        pa = max(0, a * orig // new - reach) // orig * orig   # block-aligned, so the kernel phases match
+        pb = min(n_p, -(-b * orig // new) + reach)
+        up = resample(self._to_channels(self._item_waves(pa, pb)), self.prior_rate, self.rate)
+        m0 = pa // orig * new
+        return _fit_length(up[..., a - m0:], b - a)
+
+    # ---- rendering ----
+    def _input_stft_params(self) -> tuple[int, int]:
+        r = self.rate / self.prior_rate
+        return max(4, 2 * round(self.n_fft * r / 2)), max(1, round(self.hop * r))
+
+    def render_blocks(self, post: str = "wiener", wiener_iterations: int = 1, block_frames: int | None = None):
+        """Yield ``(start, {name: (channels, n) float32 array})``: the rendered song, block by block, in order.
+
+        The blocks are ``block_frames`` STFT frames at the input rate (a multiple of the Wiener window;
+        default 4 windows); each is the exact stretch of what rendering the whole song at once would give.
+        """
+        if post not in POSTS:
+            raise FlowsepError(f"unknown post-filter {post!r}; use one of: {', '.join(POSTS)}")
+        n = self.mixture.shape[-1]
+        n_fft, hop = self._input_stft_params()
+        total = n_frames(n, hop)
+        step = max(1, (block_frames or RENDER_WINDOWS * WIENER_WINDOW) // WIENER_WINDOW) * WIENER_WINDOW
+        for f0 in range(0, total, step):
+            s0, s1 = f0 * hop, (n if f0 + step >= total else (f0 + step) * hop)
+            t0 = time.perf_counter()
+            if post == "none":
+                waves = self.source_waves(s0, s1)
+            else:
+                waves = self._filtered(post, wiener_iterations, s0, s1)
+            self.timings["post"] = self.timings.get("post", 0.0) + time.perf_counter() - t0
+            yield s0, {k: w.cpu().numpy().astype(np.float32, copy=False)
+                       for k, w in zip(self.magnitudes, waves)}
+
+    def render(self, post: str = "wiener", wiener_iterations: int = 1) -> dict[str, np.ndarray]:
+        """Waveform estimates {name: (channels, samples) float32} with the post-filter ``post``."""
+        n, channels = self.mixture.shape[-1], self.mixture.shape[0]
+        out = {k: np.empty((channels, n), dtype=np.float32) for k in self.magnitudes}
+        self.timings["post"] = 0.0
+        for start, block in self.render_blocks(post, wiener_iterations):
+            for k, w in block.items():
+                out[k][:, start:start + w.shape[-1]] = w
+        return {k: v[0] if self.squeeze_output else v for k, v in out.items()}
+
+    def _filtered(self, post: str, wiener_iterations: int, s0: int, s1: int) -> torch.Tensor:
+        """Samples s0..s1-1 of the post-filtered sources: (sources, channels, s1-s0)."""
+        n = self.mixture.shape[-1]
+        n_fft, hop = self._input_stft_params()
+        total = n_frames(n, hop)
+        # the frames these samples depend on, widened to whole Wiener windows (the filter's statistics
+        # are per window, so a block's windows must be the windows of the whole song)
+        fa = max(0, (s0 - n_fft // 2) // hop - 1) // WIENER_WINDOW * WIENER_WINDOW
+        fb = min(total, -(-((s1 + n_fft // 2) // hop + 2) // WIENER_WINDOW) * WIENER_WINDOW)
+        mix = stft_frames(self.mixture, n_fft, hop, fa, fb)                      # (C, F, T) complex
+        if self.rate == self.prior_rate and not self.midside:                   # the estimates' own grid
+            v = torch.stack([m[..., fa:fb] for m in self.magnitudes.values()])
+        else:                                                                   # resynthesise, analyse again
+            a, b = frames_span(fa, fb, n_fft, hop, n)
+            v = stft(self.source_waves(a, b), n_fft, hop)[..., fa - a // hop:fb - a // hop].abs()
+            if self.rate > self.prior_rate:
+                # above the priors' band each source takes its share of the mixture in the band's top half
+                freqs = torch.arange(v.shape[-2], device=v.device) * self.rate / n_fft
+                nyq = self.prior_rate / 2
+                top = (freqs >= 0.5 * nyq) & (freqs < 0.9 * nyq)
+                above = freqs >= 0.9 * nyq
+                energy = v[..., top, :].sum(dim=-2, keepdim=True)                 # (J, C, 1, T)
+                share = (energy + 1e-12) / (energy + 1e-12).sum(dim=0, keepdim=True)
+                v[..., above, :] = share * mix.abs()[..., above, :]
+        floor = 1e-5 * self.peak_magnitude(n_fft, hop)
+        mask = (v + floor) / (v + floor).sum(dim=0, keepdim=True)             # ratio masks, sum to 1
+        if post == "mask":
+            y = mask * mix
+        else:
+            y = multichannel_wiener(v + floor, mix, iterations=wiener_iterations)
+            # where every estimate is near zero the filter's regularisation keeps nothing; the ratio
+            # masks share what is left, so that the stems add up to the mixture exactly
+            y = y + mask * (mix - y.sum(dim=0))
+        length = n - fa * hop if fb == total else (fb - fa - 1) * hop
+        return istft(y, n_fft, hop, length)[..., s0 - fa * hop:s1 - fa * hop]
+
+    def peak_magnitude(self, n_fft: int, hop: int) -> float:
+        """The largest magnitude of the mixture's STFT at the input rate (computed once, in blocks)."""
+        key = (n_fft, hop)
+        if key not in self._peaks:
+            total, step = n_frames(self.mixture.shape[-1], hop), 4 * WIENER_WINDOW
+            self._peaks[key] = max(float(stft_frames(self.mixture, n_fft, hop, f, min(total, f + step)).abs().max())
+                                   for f in range(0, total, step))
+        return self._peaks[key]
 
 
 # ---- the separator ----------------------------------------------------------------------------------
@@ -278,27 +383,28 @@ class Separator:
 
     mixture: (channels, samples) or (samples,) array or tensor, any rate and length (at least one STFT
     frame at the priors' rate). Returns {name: np.ndarray} of the mixture's shape at its rate.
-
-    After a call: ``trace`` (loss after 0, 1, ..., iterations Adam steps: iterations+1 values),
-    ``snapshots`` ({iteration: {name: (items, bins, frames) magnitudes}} for the iterations listed in
-    ``snapshots=``), ``timings`` (seconds: prepare, optimize, post) and ``result`` (a SeparationResult,
-    to render other post-filters without optimising again).
+    ``estimate(mixture, rate)`` returns the :class:`SeparationResult` (magnitudes, trace, snapshots,
+    timings) without rendering waveforms. After a call, ``trace``, ``snapshots``, ``timings`` and
+    ``result`` hold those of the last separation.
 
     Options: ``stereo`` "midside" (the default) separates mid (L+R)/2 and side (L-R)/2 as two batch
     items, "channels" each channel; the mid signal is the mono downmix the priors were trained on, and
     midside scored slightly higher on the synthetic set (benchmarks/results/separation_synth_cpu.md).
     Inputs with other channel counts are always separated channel by channel.
-    ``segment_seconds``/``overlap``: long inputs are cut into equal overlapping segments that all go
-    through each prior as one batch. ``stack_sources``: run all priors as one vmapped model ("auto": when
-    their architectures match and the device is a GPU). ``unbatched=True``: the same computation
-    source by source and item by item (slow; for benchmarks and tests).
+    ``segment_seconds``/``overlap``: long inputs are cut into equal overlapping segments.
+    ``max_memory``: bytes (or "4G", "500M") the separation may use; by default a share of the memory
+    that is free when it starts (see the module docstring). The parts go through the priors in chunks
+    that fit; if not even one part fits, a one-line error says what to change.
+    ``stack_sources``: run all priors as one vmapped model ("auto": when their architectures match and
+    the device is a GPU). ``unbatched=True``: the same computation source by source and item by item
+    (slow; for benchmarks and tests). ``snapshots``: iterations at which to keep the estimates.
     """
 
     def __init__(self, priors: dict, iterations: int = 150, lr: float = 0.01, prior_weight: float = 0.0,
                  prior_space: str = "z", init="zeros", post: str = "wiener", stereo: str = "midside",
                  segment_seconds: float = 60.0, overlap: float = 1.0, device="auto", progress: bool = True,
                  unbatched: bool = False, stack_sources="auto", wiener_iterations: int = 1,
-                 snapshots=None, seed: int = 0):
+                 snapshots=None, seed: int = 0, max_memory=None):
         if not isinstance(priors, dict) or not priors:
             raise FlowsepError("no priors given; pass a dict {name: FlowPrior} with at least one prior")
         for name, p in priors.items():
@@ -344,6 +450,7 @@ class Separator:
         self.prior_weight, self.prior_space, self.init = float(prior_weight), prior_space, init
         self.post, self.stereo = post, stereo
         self.segment_seconds, self.overlap = float(segment_seconds), float(overlap)
+        self.max_memory = None if max_memory in (None, "auto") else parse_size(max_memory)
         self.progress, self.unbatched = progress, bool(unbatched)
         self.wiener_iterations, self.seed = int(wiener_iterations), int(seed)
         self.snapshot_at = sorted({int(i) for i in (snapshots or [])})
@@ -356,10 +463,20 @@ class Separator:
             stack_sources = same and len(self.priors) > 1 and self.device.type == "cuda"
         self.stacked = bool(stack_sources) and not self.unbatched
         self._stack = None
-        self.trace: list[float] = []
-        self.snapshots: dict[int, dict[str, np.ndarray]] = {}
-        self.timings: dict[str, float] = {}
         self.result: SeparationResult | None = None
+
+    # the last separation's record (kept for the chapters; the result holds them)
+    @property
+    def trace(self) -> list:
+        return self.result.trace if self.result else []
+
+    @property
+    def snapshots(self) -> dict:
+        return self.result.snapshots if self.result else {}
+
+    @property
+    def timings(self) -> dict:
+        return self.result.timings if self.result else {}
 
     @property
     def sample_rate(self) -> int:
@@ -370,30 +487,83 @@ class Separator:
         return math.lcm(*(p.frame_multiple for p in self.priors.values()))
 
     # ---- input checks and analysis ----
-    def _prepare(self, mixture, rate):
+    def _check_input(self, mixture, rate):
         if isinstance(rate, bool) or not isinstance(rate, (int, np.integer, float, np.floating)) \
                 or not math.isfinite(rate) or rate <= 0 or float(rate) != int(rate):
             raise FlowsepError(f"sample rate must be a positive integer (Hz), got {rate!r}")
         rate = int(rate)
-        squeeze = np.ndim(mixture) == 1
         wave = as_channels_first(mixture, "mixture")
         c = self.config
         if wave.shape[-1] * c.sample_rate / rate < c.n_fft:
             need = c.n_fft / c.sample_rate
             raise FlowsepError(f"mixture of {wave.shape[-1] / rate * 1000:.1f} ms is shorter than one STFT frame "
                                f"({need * 1000:.1f} ms at the priors' {c.sample_rate} Hz); give a longer clip")
-        if float(wave.abs().max()) < SILENCE_PEAK:
+        lo, hi = torch.aminmax(wave)
+        if max(-float(lo), float(hi)) < SILENCE_PEAK:
             raise FlowsepError("mixture is silent (all samples are zero); give a recording with sound in it")
+        return wave, rate
+
+    def _items(self, wave: torch.Tensor, rate: int, midside: bool) -> torch.Tensor:
+        """The waveforms the priors see, at their rate: mid and side, or the channels. (items, samples)."""
         wave = wave.to(self.device)
-        midside = self.stereo == "midside" and wave.shape[0] == 2
         items = torch.stack([(wave[0] + wave[1]) / 2, (wave[0] - wave[1]) / 2]) if midside else wave
-        items = resample(items, rate, c.sample_rate)
-        mag, phase = magphase(stft(items, c.n_fft, c.hop))          # (items, bins, frames)
-        return wave, rate, squeeze, midside, mag, phase
+        return resample(items, rate, self.config.sample_rate)
+
+    # ---- memory ----
+    def part_bytes(self, length: int) -> int:
+        """Memory one part of ``length`` frames takes while it is optimised (estimated, in bytes).
+
+        What autograd saves for one short part, measured, scaled to ``length`` frames, times the
+        workspace factor (transients, gradients and Adam's state).
+        """
+        probe = 8 * self.frame_multiple
+        zs = [torch.zeros(1, *self.priors[n].latent_shape(probe), device=self.device, requires_grad=True)
+              for n in self.names]
+        target = torch.ones(1, self.config.bins, probe, device=self.device)
+        saved = saved_for_backward_bytes(lambda: self._objective(zs, target, None)[0].sum())
+        return int(WORKSPACE_FACTOR * saved * length / probe)
+
+    def song_bytes(self, channels: int, samples: int, rate: int, midside: bool, length: int) -> int:
+        """Memory the whole-song arrays take (the items, the estimates, snapshots, the rendered stems)."""
+        c = self.config
+        items = 2 if midside else channels
+        n_p = math.ceil(samples * c.sample_rate / rate)
+        frames = n_frames(n_p, c.hop) + length
+        estimates = len(self.names) * (1 + len(self.snapshot_at)) * items * c.bins * frames * 4
+        stems = len(self.names) * channels * samples * 4
+        n_fft_in = max(4, round(c.n_fft * rate / c.sample_rate))
+        block = (RENDER_WINDOWS + 2) * WIENER_WINDOW * (n_fft_in // 2 + 1) * channels * 8  # one complex STFT block
+        return items * n_p * 4 + estimates + stems + 4 * (len(self.names) + 2) * block
+
+    def plan_chunks(self, parts: int, length: int, song: int) -> int:
+        """How many parts go through the priors at once, given the memory; one-line error if none fits."""
+        one = self.part_bytes(length)
+        free = available_bytes(self.device)
+        limit = self.max_memory if self.max_memory is not None else int(0.9 * free)
+        if song + one > limit:
+            seconds = length * self.config.hop / self.config.sample_rate
+            fits = max(0.0, (limit - song) / one * seconds)
+            where = ("--max-memory" if self.max_memory is not None else
+                     "the free GPU memory" if self.device.type == "cuda" else "the available memory")
+            advice = (f"use shorter segments (--segment-seconds {max(1, int(fits))})" if fits >= 1 else
+                      "separate a shorter excerpt")
+            raise FlowsepError(
+                f"separating needs about {format_size(song + one)} ({format_size(one)} for one "
+                f"{seconds:.0f}-s segment of one channel, {format_size(song)} for the whole song) but "
+                f"{where} allows {format_size(limit)}; {advice}, or another device")
+        if self.max_memory is not None:
+            budget = self.max_memory
+        else:
+            budget = MEMORY_SHARE * free
+            if self.device.type == "cpu":
+                budget = min(budget, song + CPU_CHUNK_BYTES)
+        return max(1, min(parts, int((budget - song) // one)))
 
     # ---- synthesis through the priors ----
     def _stacked_synthesis(self):
         if self._stack is None:
+            import copy
+
             from torch.func import stack_module_state
             mods = [_Synthesis(self.priors[n]) for n in self.names]
             params, buffers = stack_module_state(mods)
@@ -437,58 +607,98 @@ class Separator:
         return per_item, mags
 
     # ---- the separation itself ----
+    def _initial_latents(self, parts: list[int], length: int) -> list[torch.Tensor]:
+        """One latent per source for the given parts: zeros, or noise drawn per part (so any chunking
+        gives the same start): one (len(parts), C', T') tensor per source."""
+        zs = []
+        for k, n in enumerate(self.names):
+            shape = self.priors[n].latent_shape(length)
+            if self.init == "zeros":
+                z = torch.zeros(len(parts), *shape)
+            else:
+                z = torch.stack([float(self.init) * torch.randn(
+                    shape, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + 101 * p + k))
+                    for p in parts])
+            zs.append(z.to(self.device).requires_grad_(True))
+        return zs
+
+    def _search(self, zs, target, valid, on_step, bar):
+        """Adam on the latents ``zs`` for ``self.iterations`` steps; returns the final magnitudes.
+
+        on_step(it, per_part_loss, magnitudes) is called before each step and once after the last.
+        """
+        opt = torch.optim.Adam(zs, lr=self.lr)
+        for it in bar(range(self.iterations)):
+            per_item, mags = self._objective(zs, target, valid)
+            on_step(it, per_item.detach(), mags)
+            opt.zero_grad(set_to_none=True)
+            per_item.sum().backward()
+            opt.step()
+        with torch.no_grad():
+            per_item, mags = self._objective(zs, target, valid)
+        on_step(self.iterations, per_item, mags)
+        return [m.detach() for m in mags]
+
     def estimate(self, mixture, sample_rate) -> SeparationResult:
         """Optimise the latents for one mixture; returns the magnitude estimates (see SeparationResult)."""
         from .progress import bar as progress_bar
 
         t0 = time.perf_counter()
-        wave, rate, squeeze, midside, mag, phase = self._prepare(mixture, sample_rate)
+        wave, rate = self._check_input(mixture, sample_rate)
+        squeeze = np.ndim(mixture) == 1
+        midside = self.stereo == "midside" and wave.shape[0] == 2
         c = self.config
-        n_items, bins, frames = mag.shape
         fps = c.sample_rate / c.hop
+        n_items = 2 if midside else wave.shape[0]
+        frames = n_frames(math.ceil(wave.shape[-1] * c.sample_rate / rate) if rate != c.sample_rate
+                          else wave.shape[-1], c.hop)
         length, starts = plan_segments(frames, round(self.segment_seconds * fps), round(self.overlap * fps),
                                        self.frame_multiple)
-        padded = torch.nn.functional.pad(mag, (0, max(0, starts[-1] + length - frames)))
-        target = torch.stack([padded[..., s:s + length] for s in starts])     # (n_seg, items, bins, L)
-        target = target.reshape(-1, bins, length)                              # segment-major batch
-        valid = (torch.arange(length, device=self.device)[None] + torch.tensor(starts, device=self.device)[:, None]
-                 < frames).float().repeat_interleave(n_items, dim=0)            # (B, L)
-        gen = torch.Generator().manual_seed(self.seed)
-        zs = []
-        for n in self.names:
-            shape = (target.shape[0], *self.priors[n].latent_shape(length))
-            z = torch.zeros(shape) if self.init == "zeros" else float(self.init) * torch.randn(shape, generator=gen)
-            zs.append(z.to(self.device).requires_grad_(True))
-        opt = torch.optim.Adam(zs, lr=self.lr)
-        self.trace, self.snapshots = [], {}
+        parts = [(s, i) for s in range(len(starts)) for i in range(n_items)]   # segment-major
+        song = self.song_bytes(wave.shape[0], wave.shape[-1], rate, midside, length)
+        per_chunk = self.plan_chunks(len(parts), length, song)                  # fails here, before any work
+        chunks = [list(range(k, min(len(parts), k + per_chunk))) for k in range(0, len(parts), per_chunk)]
+
+        items = self._items(wave, rate, midside)
+        frames = n_frames(items.shape[-1], c.hop)
+        fades = {n: CrossFade((n_items, c.bins), starts, length, frames, self.device) for n in self.names}
+        snap_fades = {it: {n: CrossFade((n_items, c.bins), starts, length, frames, self.device) for n in self.names}
+                      for it in self.snapshot_at if it <= self.iterations}
+        trace = torch.zeros(self.iterations + 1, dtype=torch.float64)
         t1 = time.perf_counter()
 
-        def whole(mags):  # (B, bins, L) per source -> (items, bins, frames) per source
-            return {n: overlap_add(m.detach().reshape(len(starts), n_items, bins, length), starts, frames)
-                    for n, m in zip(self.names, mags)}
+        song_bar = progress_bar(total=len(parts), show=self.progress and len(chunks) > 1, desc="song",
+                                unit="part", leave=False)
+        for k, chunk in enumerate(chunks):
+            segs = [parts[p][0] for p in chunk]
+            f0, f1 = starts[segs[0]], starts[segs[-1]] + length
+            mag = stft_frames(items, c.n_fft, c.hop, f0, min(f1, frames)).abs()         # (items, bins, T)
+            mag = torch.nn.functional.pad(mag, (0, f1 - min(f1, frames)))
+            target = torch.stack([mag[parts[p][1], :, starts[parts[p][0]] - f0:][..., :length] for p in chunk])
+            valid = (torch.arange(length, device=self.device)[None]
+                     + torch.tensor([starts[s] for s in segs], device=self.device)[:, None] < frames).float()
 
-        bar = progress_bar(range(self.iterations), show=self.progress, desc="separating", unit="it", leave=False)
-        for it in bar:
-            per_item, mags = self._objective(zs, target, valid)
-            loss = per_item.sum()
-            self.trace.append(float(per_item.detach().mean()))
-            if it in self.snapshot_at:
-                self.snapshots[it] = {k: v.cpu().numpy() for k, v in whole(mags).items()}
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if it % 10 == 0:
-                bar.set_postfix(loss=f"{self.trace[-1]:.4g}")
-        with torch.no_grad():
-            per_item, mags = self._objective(zs, target, valid)
-        self.trace.append(float(per_item.mean()))
-        estimates = whole(mags)
-        if self.iterations in self.snapshot_at:
-            self.snapshots[self.iterations] = {k: v.cpu().numpy() for k, v in estimates.items()}
+            def on_step(it, per_item, mags, chunk=chunk):
+                trace[it] += float(per_item.double().sum())
+                if it in snap_fades:
+                    for n, m in zip(self.names, mags):
+                        for p, m_p in zip(chunk, m.detach()):
+                            snap_fades[it][n].add(parts[p][0], m_p, parts[p][1])
+
+            desc = "separating" if len(chunks) == 1 else f"separating {k + 1}/{len(chunks)}"
+            mags = self._search(self._initial_latents(chunk, length), target, valid, on_step,
+                                lambda r: progress_bar(r, show=self.progress, desc=desc, unit="it", leave=False))
+            for n, m in zip(self.names, mags):
+                for p, m_p in zip(chunk, m):
+                    fades[n].add(parts[p][0], m_p, parts[p][1])
+            song_bar.update(len(chunk))
+        song_bar.close()
         t2 = time.perf_counter()
-        self.timings = {"prepare": t1 - t0, "optimize": t2 - t1}
-        self.result = SeparationResult(estimates, phase, wave, rate, c.sample_rate, c.n_fft, c.hop, midside,
-                                       squeeze, self.timings)
+        self.result = SeparationResult(
+            {n: f.result() for n, f in fades.items()}, items, wave.to(self.device), rate, c.sample_rate, c.n_fft,
+            c.hop, midside, squeeze, trace=(trace / len(parts)).tolist(),
+            snapshots={it: {n: f.result().cpu().numpy() for n, f in fs.items()} for it, fs in snap_fades.items()},
+            timings={"prepare": t1 - t0, "optimize": t2 - t1}, chunks=len(chunks))
         return self.result
 
     def __call__(self, mixture, sample_rate) -> dict[str, np.ndarray]:
@@ -498,108 +708,3 @@ class Separator:
         """
         result = self.estimate(mixture, sample_rate)
         return result.render(self.post, self.wiener_iterations)
-
-
-# ---- files and the command line -----------------------------------------------------------------------
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
-
-
-def parse_prior_specs(specs: list[str]) -> dict[str, Path]:
-    """["vocals=ckpt/vocals.pt", ...] -> {"vocals": Path(...)}; one-line errors for bad syntax."""
-    if not specs:
-        raise FlowsepError("no priors given; pass --prior NAME=CKPT once per source")
-    out: dict[str, Path] = {}
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        name = name.strip()
-        if not sep or not path.strip():
-            raise FlowsepError(f"--prior {spec!r} is not NAME=CKPT; write e.g. --prior vocals=priors/vocals.pt")
-        if not _NAME.match(name):
-            raise FlowsepError(f"--prior name {name!r} is not usable as a file name; "
-                               "use letters, digits, '_', '-', '.' (e.g. vocals)")
-        if name in out:
-            raise FlowsepError(f"--prior {name} given twice; give each source once")
-        out[name] = Path(path.strip())
-    return out
-
-
-def load_priors(specs: list[str]) -> dict[str, FlowPrior]:
-    """Parse NAME=CKPT specs and load every checkpoint (one-line errors for missing or bad files)."""
-    return {name: FlowPrior.load(path) for name, path in parse_prior_specs(specs).items()}
-
-
-def check_writable_dir(path) -> Path:
-    """Fail early (one line) if ``path`` cannot become a writable folder; creates nothing."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise FlowsepError(f"--out {path} exists and is not a folder; give a folder path")
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    import os
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise FlowsepError(f"cannot write to {path} ({probe} is not a writable folder); choose another --out")
-    return path
-
-
-def write_stems(stems: dict[str, np.ndarray], rate: int, out_dir) -> list[Path]:
-    """Write {name: (channels, samples)} as out_dir/name.wav (16-bit), all files or none."""
-    import contextlib
-
-    import soundfile as sf
-
-    from .io import atomic_path
-
-    out_dir = Path(out_dir)
-    paths = [out_dir / f"{name}.wav" for name in stems]
-    with contextlib.ExitStack() as stack:
-        for path, audio in zip(paths, stems.values()):
-            tmp = stack.enter_context(atomic_path(path, suffix=".wav"))
-            a = np.atleast_2d(np.asarray(audio, dtype=np.float32))
-            try:
-                sf.write(str(tmp), np.clip(a.T, -1.0, 1.0), int(rate), subtype="PCM_16", format="WAV")
-            except (OSError, RuntimeError) as e:
-                raise FlowsepError(f"cannot write {path}: {e}; choose another --out") from None
-    return paths
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser(
-        "separate", help="separate a mixture into stems with trained flow priors",
-        description="Separate MIX (wav/flac/ogg, any rate and channel count) with one trained prior per source; "
-                    "writes OUT/NAME.wav for every --prior NAME=CKPT, 16-bit, at the input's rate, channels "
-                    "and length.")
-    p.add_argument("mixture", metavar="MIX", help="the mixture audio file")
-    p.add_argument("--prior", action="append", metavar="NAME=CKPT", default=[],
-                   help="a source name and its prior checkpoint (repeat once per source)")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for NAME.wav files")
-    p.add_argument("--iterations", type=int, default=150, help="Adam iterations (default 150)")
-    p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
-    p.add_argument("--post", choices=POSTS, default="wiener",
-                   help="post-filter: multichannel Wiener (default), ratio mask, or none (mixture phase only)")
-    p.add_argument("--stereo", choices=STEREO_MODES, default="midside",
-                   help="separate mid and side (default) or each channel")
-    p.add_argument("--prior-weight", type=float, default=0.0, help="weight of the prior term (default 0)")
-    p.add_argument("--segment-seconds", type=float, default=60.0,
-                   help="longest stretch optimised as one segment (default 60)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cli)
-
-
-def _cli(args) -> int:
-    from .io import read_audio
-
-    out = check_writable_dir(args.out)
-    specs = parse_prior_specs(args.prior)
-    mixture, rate = read_audio(args.mixture)
-    priors = {name: FlowPrior.load(path) for name, path in specs.items()}
-    sep = Separator(priors, iterations=args.iterations, lr=args.lr, prior_weight=args.prior_weight,
-                    post=args.post, stereo=args.stereo, segment_seconds=args.segment_seconds,
-                    device=args.device, progress=not args.quiet)
-    stems = sep(mixture, rate)
-    for path in write_stems(stems, rate, out):
-        print(path)
-    return 0

@@ -36,6 +36,28 @@ def stft(wave: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
     return spec.reshape(*lead, *spec.shape[-2:])
 
 
+def frames_span(start: int, stop: int, n_fft: int, hop: int, samples: int) -> tuple[int, int]:
+    """The samples [a, b) that frames start..stop-1 of a centred STFT need, with a a multiple of ``hop``.
+
+    ``stft(wave[..., a:b])`` then holds those frames, identical to the frames of ``stft(wave)``:
+    frame ``t`` of the whole signal is frame ``t - a // hop`` of the slice.
+    """
+    margin = -(-n_fft // hop) + 1
+    return max(0, (start - margin) * hop), min(samples, (stop - 1) * hop + n_fft)
+
+
+def stft_frames(wave: torch.Tensor, n_fft: int, hop: int, start: int, stop: int) -> torch.Tensor:
+    """Frames start..stop-1 of ``stft(wave, n_fft, hop)``, computed from only the samples they need.
+
+    wave: (..., samples) -> (..., n_fft//2+1, stop - start) complex. For long signals: the cost and the
+    memory are those of the frames asked for, not of the whole signal.
+    """
+    a, b = frames_span(start, stop, n_fft, hop, wave.shape[-1])
+    if wave.shape[-1] <= n_fft // 2:  # so short that the whole-signal STFT pads with zeros: use it
+        return stft(wave, n_fft, hop)[..., start:stop]
+    return stft(wave[..., a:b], n_fft, hop)[..., start - a // hop:stop - a // hop]
+
+
 def istft(spec: torch.Tensor, n_fft: int, hop: int, length: int) -> torch.Tensor:
     """Inverse of :func:`stft`: (..., bins, frames) complex -> (..., length) real."""
     lead = spec.shape[:-2]
