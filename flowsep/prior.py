@@ -50,10 +50,11 @@ class PriorConfig:
     # training
     batch_size: int = 32
     segment_frames: int = 640      # frames per training example (multiple of n_sqz)
-    steps: int = 240_000
+    steps: int = 240_000           # the step budget, and the length the lr schedule below is written for
+    train_seconds: float = 0.0     # > 0: a wall-clock budget (seconds of training) used instead of `steps`
     lr: float = 1e-4
     lr_decay: float = 0.3
-    lr_decay_every: int = 80_000
+    lr_decay_every: int = 80_000   # every this many of `steps` steps; any budget: same fractions (train.scheduled_lr)
     grad_clip: float = 4.0
     dequantize: float = 1.0 / 32768  # uniform noise added to magnitudes: one 16-bit step
     silence_db: float = -50.0      # training chunks quieter than this (dB re full scale) are skipped

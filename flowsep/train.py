@@ -2,19 +2,25 @@
 
 Chapter: "Training the source priors".
 
-The loop (nanoGPT-style, no framework): Adam with a step decay of the learning rate, gradient-norm
-clipping, mixed precision (fp16 + gradient scaling on CUDA, bf16 autocast on CPUs with bf16 units),
-a tqdm bar with the loss and bits/dim, periodic validation, and atomic checkpoints every
-``checkpoint_every`` steps and at the end. Step ``s`` always sees the same examples (see
-:mod:`flowsep.data.chunks`) and seeds its dropout from (seed, step, rank), so a resumed run ends with the
-same weights as an uninterrupted one. Under ``torchrun`` each process takes a slice of every batch and
-gradients are averaged with DistributedDataParallel.
+The loop (nanoGPT-style, no framework): Adam with a step decay of the learning rate at fixed fractions
+of the run's budget (steps, or seconds of training time), gradient-norm clipping, mixed precision
+(fp16 + gradient scaling on CUDA, bf16 autocast on CPUs with bf16 units), a tqdm bar with the loss and
+bits/dim, periodic validation, and atomic checkpoints every ``checkpoint_every`` steps and at the end.
+Step ``s`` always sees the same examples (see :mod:`flowsep.data.chunks`) and seeds its dropout from
+(seed, step, rank), so a resumed run ends with the same weights as an uninterrupted one. Under
+``torchrun`` each process takes a slice of every batch and gradients are averaged with
+DistributedDataParallel.
+
+Budgets: ``steps`` (reproducible to the bit) or ``seconds`` of training (validation and checkpoint
+writing not counted); the checkpoint stores the budget, the step, and per step the training seconds
+spent so far (``history["elapsed"]``), so ``--resume`` continues within the budget.
 """
 from __future__ import annotations
 
 import math
 import os
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -96,25 +102,121 @@ def validate(nll: NLL, data: SourceChunks, batches: int, batch: int, device, amp
     return total / batches
 
 
-def run_steps(loader, loss_of, params: list, opt, scaler, grad_clip: float, *, sched=None, start: int, total: int,
-              step_seed, history: dict, key: str, validate=None, val_every: int, checkpoint_every: int, save,
-              bar=None, postfix=None) -> int:
+def decay_count(progress: float, config) -> int:
+    """How many times the learning rate has decayed after ``progress`` (0..1) of a run's budget.
+
+    The schedule of a profile is written in steps (decay by ``lr_decay`` every ``lr_decay_every`` of
+    ``config.steps`` steps) and applied as fractions of whatever budget a run has: decay number k comes after
+    k * lr_decay_every / steps of the budget, whether the budget is counted in steps (``--steps N``: after
+    N * lr_decay_every / steps steps) or in seconds (``--seconds S``: after that fraction of S). A run of the
+    profile's own ``steps`` decays every ``lr_decay_every`` steps exactly. ``progress`` may be a
+    :class:`fractions.Fraction` (exact, for step budgets) or a float (time budgets).
+    """
+    if config.lr_decay_every <= 0 or config.steps <= 0:
+        return 0
+    return math.floor(Fraction(progress) * config.steps / config.lr_decay_every)
+
+
+def scheduled_lr(config, progress: float) -> float:
+    """The learning rate after ``progress`` (0..1) of the budget: ``lr * lr_decay ** decay_count``.
+
+    Multiplied out one decay at a time, as :class:`torch.optim.lr_scheduler.StepLR` does, so that a run of the
+    profile's own length gets bit for bit the rates StepLR gave it.
+    """
+    lr = config.lr
+    for _ in range(decay_count(progress, config)):
+        lr = lr * config.lr_decay
+    return lr
+
+
+def resolve_budget(steps: int | None, seconds: float | None, config_steps: int, config_seconds: float | None = None,
+                   stored: dict | None = None) -> dict:
+    """The budget of a run: {"steps": N} or {"seconds": S}.
+
+    An explicit ``steps`` or ``seconds`` wins (giving both is an error); else the budget stored in the
+    checkpoint being resumed (``stored``); else the profile's: ``config_seconds`` when it is set (the ``gpu``
+    profile trains to a wall-clock budget), otherwise ``config_steps``.
+    """
+    if steps is not None and seconds is not None:
+        raise FlowsepError("give a budget in --steps or in --seconds, not both")
+    if steps is None and seconds is None and stored:
+        return dict(stored)
+    if seconds is None and steps is None and config_seconds:
+        seconds = config_seconds
+    if seconds is not None:
+        if not seconds > 0 or not math.isfinite(seconds):
+            raise FlowsepError(f"--seconds must be positive, got {seconds}")
+        return {"seconds": float(seconds)}
+    total = int(steps if steps is not None else config_steps)
+    if total <= 0:
+        raise FlowsepError(f"--steps must be positive, got {total}")
+    return {"steps": total}
+
+
+def budget_spent(train_state: dict, budget: dict) -> bool:
+    """True when a checkpoint's training state (its ``"train"`` entry) has used up ``budget``."""
+    if "seconds" in budget:
+        return float(train_state.get("history", {}).get("seconds", 0.0)) >= budget["seconds"]
+    return int(train_state.get("step", 0)) >= budget["steps"]
+
+
+#: steps a time-budgeted run may take at most: a bound for the step sampler, never reached in practice
+UNBOUNDED_STEPS = 10 ** 12
+
+
+def run_steps(loader, loss_of, params: list, opt, scaler, grad_clip: float, *, start: int, total: int | None = None,
+              seconds: float | None = None, lr_at=None, step_seed, history: dict, key: str, validate=None,
+              val_every: int, checkpoint_every: int, save, bar=None, postfix=None, clock=time.perf_counter,
+              agree=None) -> int:
     """The optimisation loop of every model flowsep trains (the priors here, the baselines too).
 
-    For each batch of ``loader`` (steps ``start`` to ``total``): seed torch with ``step_seed(step)``,
-    ``loss_of(batch)`` (a scalar, already under the model's autocast), a scaled backward pass, gradient-norm
-    clipping at ``grad_clip``, the optimiser and scheduler steps. ``history`` gets ``step`` and
-    ``train_<key>`` every step, ``val_step`` and ``val_<key>`` (from ``validate()``, None to skip) every
-    ``val_every`` steps and at the end, and the training seconds. ``save(step)`` writes a checkpoint every
-    ``checkpoint_every`` steps, at the end, and before a non-finite loss stops the run with a
-    :class:`FlowsepError`. Returns the last step.
+    The budget is ``total`` steps (``start`` counts the steps already done) or ``seconds`` of training time
+    (``history["seconds"]`` counts the seconds already spent, so a resumed run continues within its
+    budget). Training time is the time of the steps themselves, the loading of their batches included;
+    validation and checkpoint writing are not counted, for every model alike. The run stops after the first
+    step that reaches the budget.
+
+    For each batch of ``loader``: set the learning rate to ``lr_at(progress)`` (progress: the fraction of
+    the budget already used, a Fraction of steps or a float of seconds; None keeps the optimiser's rate),
+    seed torch with ``step_seed(step)``, ``loss_of(batch)`` (a scalar, already under the model's autocast),
+    a scaled backward pass, gradient-norm clipping at ``grad_clip``, the optimiser step. ``history`` gets
+    ``step``, ``elapsed`` (training seconds after that step) and ``train_<key>`` every step, ``val_step``
+    and ``val_<key>`` (from ``validate()``, None to skip) every ``val_every`` steps and at the end, and the
+    training seconds in ``seconds``. ``save(step)`` writes a checkpoint every ``checkpoint_every`` steps, at
+    the end, and before a non-finite loss stops the run with a :class:`FlowsepError`. ``clock`` reads the
+    time (tests pass a fake one); ``agree(seconds)`` makes the processes of a distributed run agree on the
+    seconds spent (their maximum), so they stop at the same step and use the same learning rate.
+    Returns the last step.
     """
-    t0 = time.perf_counter()
+    if (total is None) == (seconds is None):
+        raise ValueError("run_steps needs exactly one budget: total steps or seconds")
+    history.setdefault("elapsed", [math.nan] * len(history["step"]))  # checkpoints written before it existed
+    spent = float(history["seconds"])
     step = start
+
+    def progress():
+        if seconds is None:
+            return Fraction(step, total)
+        return min(spent / seconds, 1.0)
+
+    def done():
+        return step >= total if seconds is None else spent >= seconds
+
+    if done():
+        if bar is not None:
+            bar.close()
+        save(step)
+        return step
+    t0 = clock()
     for batch in loader:
+        if lr_at is not None:
+            lr = lr_at(progress())
+            for group in opt.param_groups:
+                group["lr"] = lr
         torch.manual_seed(step_seed(step))
         loss = loss_of(batch)
         if not torch.isfinite(loss):
+            history["seconds"] = spent
             save(step)
             raise FlowsepError(f"training diverged at step {step} (loss {float(loss.detach())}); lower the "
                                "learning rate or resume from the last checkpoint")
@@ -124,37 +226,59 @@ def run_steps(loader, loss_of, params: list, opt, scaler, grad_clip: float, *, s
         nn.utils.clip_grad_norm_(params, grad_clip)
         scaler.step(opt)
         scaler.update()
-        if sched is not None:
-            sched.step()
         step += 1
+        before = spent
+        spent += clock() - t0
+        if agree is not None:
+            spent = agree(spent)
         history["step"].append(step)
+        history["elapsed"].append(spent)
         history[f"train_{key}"].append(float(loss.detach()))
-        if validate is not None and (step % val_every == 0 or step == total):
+        finished = done()
+        if validate is not None and (step % val_every == 0 or finished):
             history["val_step"].append(step)
             history[f"val_{key}"].append(validate())
         if bar is not None:
             if postfix is not None:
                 bar.set_postfix(postfix(history), refresh=False)
-            bar.update(1)
-        if step % checkpoint_every == 0 and step != total:
-            history["seconds"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
+            bar.update(1 if seconds is None else int(spent) - int(before))
+        if finished:
+            break
+        if step % checkpoint_every == 0:
+            history["seconds"] = spent
             save(step)
+        t0 = clock()
     if bar is not None:
         bar.close()
-    history["seconds"] += time.perf_counter() - t0
+    history["seconds"] = spent
     save(step)
     return step
 
 
+def training_bar(budget: dict, start: int, spent: float, desc: str):
+    """A progress bar over a run's budget: steps, or whole seconds of training time."""
+    from .progress import bar as progress_bar
+
+    if "seconds" in budget:
+        return progress_bar(total=int(math.ceil(budget["seconds"])), initial=min(int(spent), int(budget["seconds"])),
+                            desc=desc, unit="s")
+    return progress_bar(total=budget["steps"], initial=start, desc=desc, unit="step")
+
+
 def train_prior(config: PriorConfig, data, source: str | None = None, out=None, steps: int | None = None,
-                device="auto", resume: bool = False, progress: bool = True, workers: int = 0) -> FlowPrior:
+                device="auto", resume: bool = False, progress: bool = True, workers: int = 0,
+                seconds: float | None = None) -> FlowPrior:
     """Train (or resume training) a prior on one instrument; returns the trained prior in eval mode.
 
     data: a MUSDB18-format root (then ``source`` names the stem) or a folder of audio files of one
     instrument (any rate, mono or stereo). out: checkpoint path, written atomically every
     ``config.checkpoint_every`` steps and at the end; ``resume=True`` continues from it.
-    steps: total number of steps of the run (default ``config.steps``).
+    The budget (see :func:`resolve_budget`): ``steps`` (total steps of the run) or ``seconds`` (total
+    training seconds, validation and checkpoint writing not counted); by default the budget of the
+    checkpoint being resumed, else ``config.train_seconds`` when set, else ``config.steps``. The learning
+    rate decays at fixed fractions of the budget (:func:`scheduled_lr`). A step budget is reproducible to
+    the bit (step ``s`` sees the same batch and dropout whatever happens around it); a time budget is not:
+    how many steps fit, and when the rate decays, depend on the machine.
     """
     rank, world = _dist_info()
     dev = resolve_device(device)
@@ -176,9 +300,8 @@ def train_prior(config: PriorConfig, data, source: str | None = None, out=None, 
                 raise FlowsepError(f"{out} holds a finished prior without training state; train anew "
                                    "without --resume or give another --out")
             config = PriorConfig.from_dict(state["prior"]["config"], source=str(out))
-    total = int(steps if steps is not None else config.steps)
-    if total <= 0:
-        raise FlowsepError(f"--steps must be positive, got {total}")
+    budget = resolve_budget(steps, seconds, config.steps, config.train_seconds,
+                            state["train"].get("budget") if state is not None else None)
     c = config
 
     segment = (c.segment_frames - 1) * c.hop
@@ -191,15 +314,13 @@ def train_prior(config: PriorConfig, data, source: str | None = None, out=None, 
     prior = FlowPrior(c).to(dev)
     nll = NLL(prior).train()
     opt = torch.optim.Adam(prior.parameters(), lr=c.lr)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=c.lr_decay_every, gamma=c.lr_decay)
     amp = c.mixed_precision
     scaler = torch.amp.GradScaler("cuda", enabled=amp and dev.type == "cuda")
-    history = {"step": [], "train_nll": [], "val_step": [], "val_nll": [], "seconds": 0.0}
+    history = {"step": [], "elapsed": [], "train_nll": [], "val_step": [], "val_nll": [], "seconds": 0.0}
     start = 0
     if state is not None:
         prior.load_state_dict(state["prior"]["state_dict"])
         opt.load_state_dict(state["train"]["optimizer"])
-        sched.load_state_dict(state["train"]["scheduler"])
         scaler.load_state_dict(state["train"]["scaler"])
         history = state["train"]["history"]
         start = int(state["train"]["step"])
@@ -214,15 +335,14 @@ def train_prior(config: PriorConfig, data, source: str | None = None, out=None, 
     def save(step):
         if rank == 0 and out is not None:
             ckpt = {"prior": prior.checkpoint(),
-                    "train": {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "train": {"step": step, "budget": budget, "optimizer": opt.state_dict(),
                               "scaler": scaler.state_dict(), "history": history}}
             save_torch(ckpt, out)
 
     bar = None
     if progress and rank == 0:
-        from .progress import bar as progress_bar
-        bar = progress_bar(total=total, initial=start, desc=f"train {source or Path(str(data)).name}", unit="step")
-    loader = step_loader(train_set, start, total, c.batch_size, rank, world, workers)
+        bar = training_bar(budget, start, history["seconds"], f"train {source or Path(str(data)).name}")
+    loader = step_loader(train_set, start, budget.get("steps", UNBOUNDED_STEPS), c.batch_size, rank, world, workers)
     bits = 1.0 / math.log(2)
 
     def loss_of(wave):
@@ -235,8 +355,18 @@ def train_prior(config: PriorConfig, data, source: str | None = None, out=None, 
             post["val bits/dim"] = f"{h['val_nll'][-1] * bits:.3f}"
         return post
 
-    run_steps(loader, loss_of, list(prior.parameters()), opt, scaler, c.grad_clip, sched=sched,
-              start=start, total=total, step_seed=lambda s: _step_seed(c.seed, s, rank), history=history,
+    agree = None
+    if world > 1 and "seconds" in budget:
+        import torch.distributed as dist
+
+        def agree(spent):  # every process stops at the same step and uses the same learning rate
+            t = torch.tensor([spent], dtype=torch.float64, device=dev)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            return float(t)
+
+    run_steps(loader, loss_of, list(prior.parameters()), opt, scaler, c.grad_clip, start=start,
+              total=budget.get("steps"), seconds=budget.get("seconds"), lr_at=lambda p: scheduled_lr(c, p),
+              agree=agree, step_seed=lambda s: _step_seed(c.seed, s, rank), history=history,
               key="nll", validate=(lambda: validate(nll, val_set, c.val_batches, c.batch_size // world, dev, amp))
               if rank == 0 else None, val_every=c.val_every, checkpoint_every=c.checkpoint_every, save=save,
               bar=bar, postfix=postfix)
@@ -279,9 +409,15 @@ def register_cli(sub) -> None:
                                                   "required with a MUSDB18-format root")
     p.add_argument("--profile", default="cpu", help="smoke, cpu or paper (default: cpu)")
     p.add_argument("--out", required=True, help="checkpoint file to write (atomically)")
-    p.add_argument("--steps", type=int, default=None, help="total training steps (default: the profile's)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="budget in total training steps (default: the profile's budget)")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="budget in seconds of training, validation and checkpoint writing not counted; "
+                        "the learning rate decays at the same fractions of it (default: the profile's budget: "
+                        "seconds at gpu, steps elsewhere)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint at --out if it exists")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint at --out if it exists, within its budget")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the profile's)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -297,9 +433,10 @@ def _cli(args) -> int:
     if is_musdb_root(args.data) and not args.source:
         raise FlowsepError("--source is required with a MUSDB18-format root (e.g. --source vocals)")
     prior = train_prior(cfg, args.data, args.source, out=args.out, steps=args.steps, device=args.device,
-                        resume=args.resume, workers=args.workers)
+                        resume=args.resume, workers=args.workers, seconds=args.seconds)
     if _dist_info()[0] == 0:
         h = prior.history
         last = h["val_nll"][-1] / math.log(2) if h["val_nll"] else float("nan")
-        print(f"wrote {args.out}: {h['step'][-1] if h['step'] else 0} steps, validation {last:.3f} bits/dim")
+        print(f"wrote {args.out}: {h['step'][-1] if h['step'] else 0} steps in {h['seconds']:.0f} s of training, "
+              f"validation {last:.3f} bits/dim")
     return 0

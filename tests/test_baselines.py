@@ -88,6 +88,26 @@ def test_resume_gives_the_same_weights(synth_root, tmp_path):
     assert resumed.history["train_loss"] == straight.history["train_loss"]
 
 
+def test_a_time_budget_stops_and_resumes(synth_root, tmp_path):
+    """--seconds for a supervised system: steps and training seconds recorded together, resumed within it."""
+    from flowsep.baselines import ensure_supervised
+    ckpt = tmp_path / "w.pt"
+    kw = dict(progress=False)  # the profile's settings, so that ensure_supervised recognises the model
+    h = train_supervised("waveunet", synth_root, "smoke", out=ckpt, seconds=0.5, **kw).history
+    n = len(h["step"])
+    assert h["step"] == list(range(1, n + 1)) and len(h["elapsed"]) == n
+    assert h["seconds"] == h["elapsed"][-1] >= 0.5 and (n == 1 or h["elapsed"][-2] < 0.5)
+    saved = torch.load(ckpt, weights_only=True)["train"]
+    assert saved["budget"] == {"seconds": 0.5} and saved["history"]["elapsed"] == h["elapsed"]
+    more = train_supervised("waveunet", synth_root, "smoke", out=ckpt, seconds=1.0, resume=True, **kw).history
+    assert more["step"][:n] == h["step"] and len(more["step"]) > n and more["elapsed"][-2] < 1.0 <= more["seconds"]
+    # a finished run of the same budget is reused, not retrained
+    again = ensure_supervised("waveunet", synth_root, "smoke", ckpt, seconds=1.0, progress=False).history
+    assert again["step"] == more["step"]
+    with pytest.raises(FlowsepError, match="not both"):
+        train_supervised("waveunet", synth_root, "smoke", steps=2, seconds=1.0, progress=False)
+
+
 def test_budget_is_the_same_for_every_learned_system():
     for profile in ("smoke", "cpu", "paper"):
         budget = training_budget(profile)

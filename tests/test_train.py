@@ -118,6 +118,8 @@ def test_bad_training_inputs(tmp_path, tone_dir):
     (["--device", "tpu"], "unknown device"),
     (["--set", "wings=2"], "expected KEY=VALUE"),
     (["--set", "lr=fast"], "not a valid float"),
+    (["--seconds", "0"], "seconds must be positive"),
+    (["--steps", "5", "--seconds", "1"], "not both"),
 ])
 def test_cli_errors_are_one_line(tone_dir, tmp_path, extra, message):
     r = subprocess.run([sys.executable, "-m", "flowsep.cli", "train", "--data", str(tone_dir), "--profile", "smoke",
@@ -178,3 +180,77 @@ def test_run_steps_stops_on_a_non_finite_loss_after_saving():
     with pytest.raises(FlowsepError, match="diverged at step 2"):
         _toy_loop([1.0, 1.0, float("nan"), 1.0], save=saves.append)
     assert saves == [2], "the last good state must be saved before stopping"
+
+
+def test_run_steps_stops_at_a_time_budget_and_resumes_within_it():
+    """A fake clock: each step takes exactly 1 s; validation and checkpoints take clock time that is not counted."""
+    ticks = iter(range(10_000))
+    clock = lambda: float(next(ticks))
+    lr_at = lambda progress: 0.1 if progress < 0.5 else 0.01
+    saves, history = _toy_loop([1.0] * 50, total=None, seconds=4.5, clock=clock, lr_at=lr_at)
+    assert history["step"] == [1, 2, 3, 4, 5]          # the first step that reaches 4.5 s is the last
+    assert history["elapsed"] == [1.0, 2.0, 3.0, 4.0, 5.0] and history["seconds"] == 5.0
+    assert history["val_step"] == [2, 4, 5] and saves == [3, 5]
+    # the rate follows the fraction of the budget used before each step: 0, 1/4.5, 2/4.5 -> 0.1; then 0.01
+    assert history["train_x"] == pytest.approx([1.0, 0.9, 0.8, 0.7, 0.69])
+    # resume: the seconds already spent count, so two more steps reach a 7 s budget
+    from flowsep.train import run_steps
+    w = torch.nn.Parameter(torch.ones(()))
+    run_steps(iter([1.0] * 50), lambda v: v * w, [w], torch.optim.SGD([w], lr=0.1),
+              torch.amp.GradScaler("cuda", enabled=False), 4.0, start=5, seconds=7.0, step_seed=lambda s: s,
+              history=history, key="x", val_every=100, checkpoint_every=100, save=saves.append, clock=clock)
+    assert history["step"] == [1, 2, 3, 4, 5, 6, 7] and history["elapsed"][5:] == [6.0, 7.0]
+    assert saves[-1] == 7
+
+
+def test_learning_rate_decays_at_fractions_of_the_budget():
+    from fractions import Fraction
+
+    from flowsep.train import decay_count, scheduled_lr
+    cfg = PriorConfig.preset("cpu")          # 1000 steps, x0.3 after 700
+    # at the profile's own length the rates are StepLR's, bit for bit
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    steplr = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_decay_every, gamma=cfg.lr_decay)
+    for s in range(cfg.steps):
+        assert scheduled_lr(cfg, Fraction(s, cfg.steps)) == opt.param_groups[0]["lr"], s
+        opt.step()
+        steplr.step()
+    # another step budget stretches the schedule: --steps 3800 decays after 2660 steps, not 700
+    assert decay_count(Fraction(2659, 3800), cfg) == 0 and decay_count(Fraction(2660, 3800), cfg) == 1
+    # a time budget decays at the same fraction of its seconds
+    assert scheduled_lr(cfg, 0.69) == cfg.lr and scheduled_lr(cfg, 0.71) == cfg.lr * cfg.lr_decay
+    paper = PriorConfig.preset("paper")      # x0.3 after 1/3 and 2/3 of the budget
+    assert [decay_count(p, paper) for p in (0.3, 0.34, 0.67, 0.99)] == [0, 1, 2, 2]
+
+
+def test_a_time_budget_stops_writes_and_resumes(tone_dir, tmp_path):
+    """--seconds: steps and training seconds recorded together; --resume continues within the budget."""
+    ckpt = tmp_path / "t.pt"
+    cfg = _cfg(checkpoint_every=5, val_every=5)
+    prior = train_prior(cfg, tone_dir, out=ckpt, seconds=1.0, progress=False)
+    h = prior.history
+    n = len(h["step"])
+    assert h["step"] == list(range(1, n + 1)) and len(h["elapsed"]) == n
+    assert all(b > a for a, b in zip(h["elapsed"], h["elapsed"][1:]))
+    assert h["seconds"] == h["elapsed"][-1] >= 1.0          # stopped by the budget...
+    assert n == 1 or h["elapsed"][-2] < 1.0                 # ...at the first step that reached it
+    assert h["val_step"][-1] == n                           # a final validation
+    saved = torch.load(ckpt, weights_only=True)["train"]
+    assert saved["budget"] == {"seconds": 1.0} and saved["step"] == n
+    assert saved["history"]["elapsed"] == h["elapsed"]
+    # resuming without a budget keeps the checkpoint's: it is spent, nothing more is trained
+    again = train_prior(cfg, tone_dir, out=ckpt, resume=True, progress=False)
+    assert again.history["step"] == h["step"]
+    # a larger budget continues from where the run stopped
+    more = train_prior(cfg, tone_dir, out=ckpt, seconds=2.0, resume=True, progress=False).history
+    assert more["step"][:n] == h["step"] and more["elapsed"][:n] == h["elapsed"]
+    assert more["step"] == list(range(1, len(more["step"]) + 1)) and len(more["step"]) > n
+    assert more["seconds"] == more["elapsed"][-1] >= 2.0 and more["elapsed"][-2] < 2.0
+    assert torch.load(ckpt, weights_only=True)["train"]["budget"] == {"seconds": 2.0}
+
+
+def test_profile_time_budget_is_the_default(tone_dir):
+    h = train_prior(_cfg(train_seconds=0.5, val_every=1000), tone_dir, progress=False).history
+    assert h["seconds"] >= 0.5 and (len(h["step"]) == 1 or h["elapsed"][-2] < 0.5)  # not the profile's 60 steps
+    with pytest.raises(FlowsepError, match="not both"):
+        train_prior(_cfg(), tone_dir, steps=3, seconds=1.0, progress=False)

@@ -113,7 +113,8 @@ def training_budget(profile: str) -> dict:
         raise FlowsepError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
     p = PriorConfig.preset(profile)
     seconds = (p.segment_frames - 1) * p.hop / p.sample_rate
-    return {"steps": p.steps, "batch_size": p.batch_size, "segment_seconds": seconds,
+    return {"steps": p.steps, "train_seconds": p.train_seconds, "batch_size": p.batch_size,
+            "segment_seconds": seconds,
             "examples": p.steps * p.batch_size, "audio_seconds": p.steps * p.batch_size * seconds}
 
 
@@ -129,6 +130,7 @@ class SupervisedConfig:
     arch: dict = field(default_factory=dict)
     # training (the budget: steps x batch_size examples of segment_seconds each)
     steps: int = 1000
+    train_seconds: float = 0.0      # > 0: a wall-clock budget (seconds of training) used instead of `steps`
     batch_size: int = 16
     segment_seconds: float = 1.0
     lr: float = 1e-3
@@ -155,7 +157,8 @@ class SupervisedConfig:
         budget = training_budget(profile)
         small = profile != "paper"
         values = dict(model=model, profile=profile, arch=dict(ARCH[model][profile]), **SIGNAL[profile],
-                      steps=budget["steps"], batch_size=budget["batch_size"],
+                      steps=budget["steps"], train_seconds=budget["train_seconds"],
+                      batch_size=budget["batch_size"],
                       segment_seconds=budget["segment_seconds"], lr=LEARNING_RATE[model][profile],
                       weight_decay=WEIGHT_DECAY[model], mixed_precision=MIXED_PRECISION[model],
                       val_every=20 if profile == "smoke" else (250 if small else 2000),

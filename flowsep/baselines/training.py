@@ -129,16 +129,20 @@ def load_supervised(path, device="cpu") -> SupervisedSeparator:
 
 def train_supervised(name: str, data, profile: str = "cpu", out=None, steps: int | None = None, device="auto",
                      resume: bool = False, progress: bool = True, workers: int = 0,
-                     config: SupervisedConfig | None = None, **overrides) -> SupervisedSeparator:
+                     config: SupervisedConfig | None = None, seconds: float | None = None,
+                     **overrides) -> SupervisedSeparator:
     """Train (or resume training) one supervised baseline; returns it wrapped as a separator (eval mode).
 
-    name: openunmix, convtasnet, demucs or waveunet. data: a MUSDB18-format root. profile: smoke, cpu or
-    paper (``config`` replaces the preset; ``overrides`` change single settings of it). out: checkpoint
+    name: openunmix, convtasnet, demucs or waveunet. data: a MUSDB18-format root. profile: smoke, cpu, gpu
+    or paper (``config`` replaces the preset; ``overrides`` change single settings of it). out: checkpoint
     path, written atomically every ``config.checkpoint_every`` steps and at the end; ``resume=True``
-    continues from it (the checkpoint's config is used). steps: total steps of the run (default: the
-    profile's budget).
+    continues from it (the checkpoint's config is used) within its budget. The budget, as for the priors
+    (:func:`flowsep.train.resolve_budget`): ``steps`` (total steps) or ``seconds`` (total training seconds,
+    validation and checkpoint writing not counted); by default the resumed checkpoint's, else
+    ``config.train_seconds`` when set, else ``config.steps``. The learning rate is constant (as in the
+    published recipes of these systems over such short runs).
     """
-    from ..train import resolve_device, run_steps
+    from ..train import UNBOUNDED_STEPS, resolve_budget, resolve_device, run_steps, training_bar
 
     if name not in MODEL_NAMES:
         raise FlowsepError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
@@ -159,9 +163,8 @@ def train_supervised(name: str, data, profile: str = "cpu", out=None, steps: int
             c = SupervisedConfig.from_dict(state["model"]["config"], source=str(out))
             if c.model != name:
                 raise FlowsepError(f"{out} holds a {c.model} model, not {name}; give another --out")
-    total = int(steps if steps is not None else c.steps)
-    if total <= 0:
-        raise FlowsepError(f"--steps must be positive, got {total}")
+    budget = resolve_budget(steps, seconds, c.steps, c.train_seconds,
+                            state["train"].get("budget") if state is not None else None)
 
     seg = c.segment_samples
     train_set = StemChunks(load_stem_tracks(data, c.targets, c.sample_rate, c.channels, "train"), seg,
@@ -174,7 +177,7 @@ def train_supervised(name: str, data, profile: str = "cpu", out=None, steps: int
     opt = torch.optim.Adam(net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
     amp = c.mixed_precision
     scaler = torch.amp.GradScaler("cuda", enabled=amp and dev.type == "cuda")
-    history = {"step": [], "train_loss": [], "val_step": [], "val_loss": [], "seconds": 0.0}
+    history = {"step": [], "elapsed": [], "train_loss": [], "val_step": [], "val_loss": [], "seconds": 0.0}
     start = 0
     if state is not None:
         net.load_state_dict(state["model"]["state_dict"])
@@ -189,14 +192,11 @@ def train_supervised(name: str, data, profile: str = "cpu", out=None, steps: int
 
     def save(step):
         if out is not None:
-            save_torch(checkpoint_dict(net, c, {"step": step, "optimizer": opt.state_dict(),
+            save_torch(checkpoint_dict(net, c, {"step": step, "budget": budget, "optimizer": opt.state_dict(),
                                                 "scaler": scaler.state_dict(), "history": history}), out)
 
-    bar = None
-    if progress:
-        from ..progress import bar as progress_bar
-        bar = progress_bar(total=total, initial=start, desc=f"train {c.display_name}", unit="step")
-    loader = step_loader(train_set, start, total, c.batch_size, 0, 1, workers)
+    bar = training_bar(budget, start, history["seconds"], f"train {c.display_name}") if progress else None
+    loader = step_loader(train_set, start, budget.get("steps", UNBOUNDED_STEPS), c.batch_size, 0, 1, workers)
 
     def loss_of(batch):
         mix, stems = (t.to(dev, non_blocking=True) for t in batch)
@@ -209,28 +209,34 @@ def train_supervised(name: str, data, profile: str = "cpu", out=None, steps: int
             post["val"] = f"{h['val_loss'][-1]:.4g}"
         return post
 
-    run_steps(loader, loss_of, list(net.parameters()), opt, scaler, c.grad_clip, start=start, total=total,
-              step_seed=lambda s: _step_seed(c.seed, s), history=history, key="loss",
+    run_steps(loader, loss_of, list(net.parameters()), opt, scaler, c.grad_clip, start=start,
+              total=budget.get("steps"), seconds=budget.get("seconds"), step_seed=lambda s: _step_seed(c.seed, s),
+              history=history, key="loss",
               validate=lambda: validate(net, val_set, c.val_batches, c.batch_size, dev, amp),
               val_every=c.val_every, checkpoint_every=c.checkpoint_every, save=save, bar=bar, postfix=postfix)
     return SupervisedSeparator(net, c, device=dev, history=history)
 
 
 def ensure_supervised(name: str, data, profile: str, out, steps: int | None = None, device="auto",
-                      progress: bool = True) -> SupervisedSeparator:
-    """A trained baseline at ``out``: reused when finished with the same config, resumed when unfinished."""
+                      progress: bool = True, seconds: float | None = None) -> SupervisedSeparator:
+    """A trained baseline at ``out``: reused when finished with the same config, resumed when unfinished.
+
+    The budget: ``steps`` or ``seconds`` when given, else the profile's (see :func:`train_supervised`).
+    """
+    from ..train import budget_spent, resolve_budget
+
     out = Path(out)
     cfg = SupervisedConfig.preset(name, profile)
-    total = int(steps if steps is not None else cfg.steps)
+    budget = resolve_budget(steps, seconds, cfg.steps, cfg.train_seconds)
     resume = False
     if out.is_file():
         ckpt = _read_checkpoint(out)
         same = SupervisedConfig.from_dict(ckpt["model"]["config"], str(out)) == cfg
-        if same and ckpt.get("train", {}).get("step", 0) >= total:
+        if same and budget_spent(ckpt.get("train", {}), budget):
             return load_supervised(out, device=device)
         resume = same and "train" in ckpt  # an unfinished run of the same model continues
-    return train_supervised(name, data, profile, out=out, steps=total, device=device, resume=resume,
-                            progress=progress)
+    return train_supervised(name, data, profile, out=out, device=device, resume=resume, progress=progress,
+                            **budget)
 
 
 # ---- command line -----------------------------------------------------------------------------------
@@ -242,11 +248,16 @@ def register_cli(sub) -> None:
                                    "of the profile.")
     p.add_argument("model", metavar="MODEL", help="openunmix, convtasnet, demucs or waveunet")
     p.add_argument("--data", required=True, metavar="ROOT", help="MUSDB18-format root (wav or stems)")
-    p.add_argument("--profile", default="cpu", help="smoke, cpu or paper (default: cpu)")
+    p.add_argument("--profile", default="cpu", help="smoke, cpu, gpu or paper (default: cpu)")
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint file to write (atomically)")
-    p.add_argument("--steps", type=int, default=None, help="total training steps (default: the profile's budget)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="budget in total training steps (default: the profile's budget)")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="budget in seconds of training, validation and checkpoint writing not counted "
+                        "(default: the profile's budget: seconds at gpu, steps elsewhere)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint at --out if it exists")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint at --out if it exists, within its budget")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cli)
@@ -263,7 +274,8 @@ def _cli(args) -> int:
     if args.workers < 0:
         raise FlowsepError(f"--workers must be 0 or more, got {args.workers}")
     sep = train_supervised(args.model, args.data, args.profile, out=args.out, steps=args.steps,
-                           device=args.device, resume=args.resume, progress=not args.quiet, workers=args.workers)
+                           device=args.device, resume=args.resume, progress=not args.quiet, workers=args.workers,
+                           seconds=args.seconds)
     h = sep.history
     last = h["val_loss"][-1] if h.get("val_loss") else math.nan
     print(f"wrote {args.out}: {sep.name}, {h['step'][-1] if h['step'] else 0} steps in {h['seconds']:.0f} s, "
