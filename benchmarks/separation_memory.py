@@ -1,0 +1,178 @@
+"""Peak memory and time of `flowsep separate` on long songs: does memory stay flat as the input grows?
+
+    python benchmarks/separation_memory.py [--profile cpu] [--minutes 1 3 10] [--iterations 2] \\
+        [--prior vocals=V.pt ... | -p BUNDLE] [--max-memory SIZE] [--out benchmarks/results/separation_memory_cpu]
+
+For each length, a stereo 44.1 kHz song is made by joining the test mixtures of the profile's synthetic
+set (generated under data/ if missing) and separated by the `flowsep separate` command with its default
+settings, in a fresh process, so that the process's peak resident memory (the kernel's high-water mark,
+ru_maxrss) is the separation's. Priors: the ones given, else the profile's four priors that the book
+trains (flowsep.assets.ensure_prior; trained if missing). ``--iterations`` (default 2) keeps the run
+short: each chunk of parts is optimised to the end before the next, so the memory does not depend on
+the number of iterations; the time does, and is reported per iteration as well. Also reported: the
+process's resident memory after its imports (the floor every run pays) and, for reference, one
+chunk-size sweep (``--chunk-sweep``): seconds per iteration of one part against several parts per batch.
+
+Results are printed and saved to <out>.json and <out>.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def child(argv: list[str]) -> None:
+    """Runs in the measured process: `flowsep separate` with ``argv``, then prints its peak memory and time."""
+    import torch  # noqa: F401  (the import floor is part of what is reported)
+
+    from flowsep.cli import main
+    from flowsep.memory import peak_resident_bytes
+
+    floor = peak_resident_bytes()
+    t0 = time.perf_counter()
+    code = main(argv)
+    print(json.dumps({"code": code, "seconds": time.perf_counter() - t0, "peak_bytes": peak_resident_bytes(),
+                      "floor_bytes": floor}))
+
+
+def make_song(root: Path, minutes: float, path: Path) -> None:
+    """Join the test mixtures of ``root`` (in order, repeated) into a stereo wav of ``minutes`` minutes."""
+    import numpy as np
+    import soundfile as sf
+
+    mixtures = sorted((root / "test").glob("*/mixture.wav"))
+    if not mixtures:
+        raise SystemExit(f"{root} has no test mixtures")
+    rate = sf.info(str(mixtures[0])).samplerate
+    need = int(minutes * 60 * rate)
+    with sf.SoundFile(str(path), "w", samplerate=rate, channels=2, subtype="PCM_16") as out:
+        written = 0
+        while written < need:
+            for m in mixtures:
+                a, _ = sf.read(str(m), dtype="float32", always_2d=True)
+                a = a[:need - written]
+                out.write(a)
+                written += len(a)
+                if written >= need:
+                    break
+
+
+def measure(args, prior_args: list[str], song: Path, tmp: Path) -> dict:
+    cmd = [sys.executable, __file__, "--child", "separate", str(song), *prior_args, "-o", str(tmp / "out"),
+           "--iterations", str(args.iterations), "--quiet", "--overwrite"]
+    if args.max_memory:
+        cmd += ["--max-memory", args.max_memory]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)} if args.threads else None
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if run.returncode != 0:
+        raise SystemExit(f"flowsep separate failed on {song.name}:\n{run.stderr[-2000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def chunk_sweep(args, priors: dict, seconds: float = 60.0) -> list[dict]:
+    """Seconds per iteration with 1, 2 and 4 parts of ``seconds`` each in one batch (the chunk size's effect)."""
+    import torch
+
+    from flowsep.separate import Separator
+    rows = []
+    for parts in (1, 2, 4):
+        sep = Separator(priors, iterations=2, progress=False, stereo="channels", segment_seconds=seconds)
+        wave = 0.1 * torch.randn(parts, int(seconds * 44100), generator=torch.Generator().manual_seed(0))
+        t0 = time.perf_counter()
+        sep.estimate(wave, 44100)
+        per_it = (time.perf_counter() - t0) / 2
+        rows.append({"parts": parts, "seconds_per_iteration": per_it, "seconds_per_iteration_per_part": per_it / parts})
+    return rows
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2:])
+        return
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--minutes", type=float, nargs="+", default=[1, 3, 10])
+    ap.add_argument("--iterations", type=int, default=2)
+    ap.add_argument("--prior", action="append", default=[], metavar="NAME=CKPT")
+    ap.add_argument("-p", "--priors", dest="bundle", default=None, help="a prior bundle folder")
+    ap.add_argument("--max-memory", default=None, help="passed to flowsep separate (default: its own choice)")
+    ap.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the measured process")
+    ap.add_argument("--chunk-sweep", action="store_true", help="also time 1, 2 and 4 parts per batch")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+
+    from flowsep.assets import ensure_dataset, ensure_prior, prior_path
+    root = ensure_dataset(args.profile, progress=False)
+    if args.bundle:
+        prior_args = ["-p", args.bundle]
+    elif args.prior:
+        prior_args = [a for spec in args.prior for a in ("--prior", spec)]
+    else:
+        sources = ("vocals", "drums", "bass", "other")
+        for s in sources:
+            ensure_prior(s, args.profile, dataset=root, progress=False)
+        prior_args = [a for s in sources for a in ("--prior", f"{s}={prior_path(s, args.profile, root)}")]
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for minutes in args.minutes:
+            song = tmp / f"song-{minutes:g}min.wav"
+            make_song(root, minutes, song)
+            r = measure(args, prior_args, song, tmp)
+            audio = minutes * 60
+            rows.append({"minutes": minutes, "peak_gb": r["peak_bytes"] / 2 ** 30, "floor_gb": r["floor_bytes"] / 2 ** 30,
+                         "seconds": r["seconds"], "iterations": args.iterations,
+                         "rtf": r["seconds"] / audio})
+            print(f"{minutes:g} min: peak {rows[-1]['peak_gb']:.2f} GB, {r['seconds']:.1f} s", flush=True)
+            song.unlink()
+    base = rows[0]["peak_gb"]
+    for r in rows:
+        r["peak_vs_first"] = r["peak_gb"] / base
+    sweep = []
+    if args.chunk_sweep:
+        from flowsep.prior import FlowPrior
+        from flowsep.separate_files import load_priors
+        priors = (load_priors(bundle=args.bundle) if args.bundle else
+                  {spec.split("=")[0]: FlowPrior.load(spec.split("=", 1)[1]) for spec in prior_args[1::2]})
+        sweep = chunk_sweep(args, priors)
+
+    import torch
+    result = {"profile": args.profile, "iterations": args.iterations, "max_memory": args.max_memory or "auto",
+              "threads": args.threads or torch.get_num_threads(), "cpus": os.cpu_count(),
+              "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+              "rows": rows, "chunk_sweep": sweep}
+    lines = [f"# `flowsep separate` on long songs, {args.profile} profile", "",
+             f"Stereo 44.1 kHz songs joined from the synthetic test mixtures; default settings "
+             f"(max memory: {result['max_memory']}), {args.iterations} iterations (memory does not depend on "
+             f"the iteration count; time does), {result['cpus']} CPUs, torch {torch.__version__}. "
+             "Peak = the process's peak resident memory (ru_maxrss); floor = after its imports.", "",
+             "| song | peak memory | vs the first | floor | time | time per audio second |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['minutes']:g} min | {r['peak_gb']:.2f} GB | {r['peak_vs_first']:.2f}x | "
+                     f"{r['floor_gb']:.2f} GB | {r['seconds']:.1f} s | {r['rtf']:.3f} |")
+    if sweep:
+        lines += ["", "Parts per batch (60-s parts, 2 iterations): seconds per iteration per part", "",
+                  "| parts | s/iteration | s/iteration/part |", "|---|---|---|"]
+        lines += [f"| {s['parts']} | {s['seconds_per_iteration']:.2f} | {s['seconds_per_iteration_per_part']:.2f} |"
+                  for s in sweep]
+    md = "\n".join(lines) + "\n"
+    print(md)
+    out = Path(args.out) if args.out else RESULTS / f"separation_memory_{args.profile}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(md)
+
+
+if __name__ == "__main__":
+    main()
