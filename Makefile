@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PROFILE ?= cpu
-SYSTEM_TOOLS := ffmpeg:ffmpeg ffprobe:ffmpeg chromium:chromium chromedriver:chromium-driver
+SYSTEM_TOOLS := ffmpeg:ffmpeg ffprobe:ffmpeg npm:npm chromium:chromium chromedriver:chromium-driver
 SYSTEM_LIBS := libfluidsynth.so.3:libfluidsynth3 libsndfile.so.1:libsndfile1
 
 .PHONY: setup system test book smoke-book clean-book strip help
@@ -14,8 +14,9 @@ help:
 	@echo "make test    - setup, then the whole test suite (unit, CLI, chapters at the smoke profile, browser)"
 	@echo "make book    - setup, then every chapter executed at PROFILE=$(PROFILE) and rendered to _build/html"
 
-# MathJax 3 (the npm registry's tarball, checked against its published sha512) so that the rendered book
-# typesets its equations without a CDN; flowsep.book_build serves it with the pages (html/_static/mathjax).
+# MathJax 3, fetched by npm's own client by package name (`npm pack`) and checked against its published
+# sha512, so that the rendered book typesets its equations without a CDN; flowsep.book_build serves it with
+# the pages (html/_static/mathjax).
 MATHJAX_VERSION := 3.2.2
 MATHJAX_SHA512 := Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc+x77k1/FEsPsjKPZGJvtRZM1vO+geW0OhGw==
 MATHJAX := $(VENV)/share/flowsep-mathjax
@@ -46,11 +47,12 @@ $(VENV)/.setup-stamp: pyproject.toml constraints.txt
 
 $(MATHJAX)/.stamp-$(MATHJAX_VERSION): | $(VENV)/.setup-stamp
 	@rm -rf $(MATHJAX) $(MATHJAX).tmp && mkdir -p $(MATHJAX).tmp
-	$(PY) -c "import base64, hashlib, sys, urllib.request as u; data = u.urlopen(sys.argv[1], timeout=120).read(); \
-	  ok = base64.b64encode(hashlib.sha512(data).digest()).decode() == sys.argv[2]; \
-	  open(sys.argv[3], 'wb').write(data) if ok else sys.exit('the MathJax download does not match its published sha512')" \
-	  https://registry.npmjs.org/mathjax/-/mathjax-$(MATHJAX_VERSION).tgz "$(MATHJAX_SHA512)" $(MATHJAX).tmp/mathjax.tgz
-	tar xzf $(MATHJAX).tmp/mathjax.tgz -C $(MATHJAX).tmp package/es5/tex-chtml.js package/es5/input/tex/extensions \
+	npm pack --silent --pack-destination $(MATHJAX).tmp mathjax@$(MATHJAX_VERSION) >/dev/null
+	$(PY) -c "import base64, hashlib, sys; data = open(sys.argv[1], 'rb').read(); \
+	  sys.exit(None if base64.b64encode(hashlib.sha512(data).digest()).decode() == sys.argv[2] \
+	           else 'the MathJax package does not match its published sha512')" \
+	  $(MATHJAX).tmp/mathjax-$(MATHJAX_VERSION).tgz "$(MATHJAX_SHA512)"
+	tar xzf $(MATHJAX).tmp/mathjax-$(MATHJAX_VERSION).tgz -C $(MATHJAX).tmp package/es5/tex-chtml.js package/es5/input/tex/extensions \
 	  package/es5/output/chtml package/es5/ui package/es5/a11y package/es5/adaptors package/LICENSE
 	mv $(MATHJAX).tmp/package/es5 $(MATHJAX) && mv $(MATHJAX).tmp/package/LICENSE $(MATHJAX)/ && rm -rf $(MATHJAX).tmp
 	@touch $@

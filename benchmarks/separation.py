@@ -37,7 +37,8 @@ def quality(args) -> dict:
 
     from flowsep.evaluate import (MixtureAsEstimate, OracleRatioMask, iter_tracks, score_track,
                                   scores_frame, summarize)
-    from flowsep.separate import Separator, load_priors
+    from flowsep.separate import Separator
+    from flowsep.separate_files import load_priors
 
     priors = load_priors(args.prior)
     seps = {mode: Separator(priors, iterations=args.iterations, stereo=mode, device=args.device, progress=False)

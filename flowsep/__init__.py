@@ -7,6 +7,8 @@ The public API::
     prior = flowsep.FlowPrior(cfg)
     z, logdet = prior(x); x = prior.inverse(z); prior.log_prob(mag); prior.sample(n, frames)
     sep = flowsep.Separator({"vocals": p1, "bass": p2}); stems = sep(mixture, sample_rate)
+    priors = flowsep.load_bundle("data/priors/my-bundle")       # {source: FlowPrior}, checksums checked
+    paths = flowsep.separate_file("song.mp3", priors, out="separated")   # one file per stem
 """
 __version__ = "0.1.0"
 
@@ -21,4 +23,10 @@ def __getattr__(name):
     if name == "Separator":
         from .separate import Separator
         return Separator
+    if name == "load_bundle":
+        from .bundle import load_bundle
+        return load_bundle
+    if name == "separate_file":
+        from .separate_files import separate_file
+        return separate_file
     raise AttributeError(f"module 'flowsep' has no attribute {name!r}")

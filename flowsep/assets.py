@@ -4,19 +4,31 @@ Chapter: every chapter's first cells. ``ensure_dataset(profile)`` generates the 
 that profile under ``data/`` (or returns a real MUSDB18 root you point it at); ``ensure_prior(source,
 profile)`` trains a prior, or loads the checkpoint an earlier chapter (or ``flowsep train``) already
 wrote, resuming an interrupted run. So any chapter can run alone on a fresh kernel, and the book
-trains each prior once.
+trains each prior once. The priors are kept as bundles (:mod:`flowsep.bundle`): ``flowsep separate -p
+data/priors/<dataset>-<profile>`` separates a song with the book's priors.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
 from pathlib import Path
 
 from .errors import FlowsepError
 from .prior import FlowPrior, PriorConfig
 
 #: synthetic data per profile: (train tracks, test tracks, seconds per track)
-DATASET_SIZES = {"smoke": (3, 2, 8.0), "cpu": (16, 4, 24.0), "paper": (48, 12, 40.0)}
+DATASET_SIZES = {"smoke": (3, 2, 8.0), "cpu": (16, 4, 24.0), "gpu": (24, 6, 30.0), "paper": (48, 12, 40.0)}
+
+
+def set_data_home(path) -> Path:
+    """Keep datasets, priors and supervised models in ``path`` from now on (sets $FLOWSEP_DATA; creates it).
+
+    For Colab: a folder on a mounted Google Drive outlives the session, so a later chapter (or session)
+    reuses what an earlier one made. An empty ``path`` leaves the data folder as it is.
+    """
+    if path:
+        os.environ["FLOWSEP_DATA"] = str(Path(path).expanduser())
+        data_home().mkdir(parents=True, exist_ok=True)
+    return data_home()
 
 
 def data_home() -> Path:
@@ -34,12 +46,16 @@ def ensure_dataset(profile: str = "cpu", root=None, extra_stems: tuple[str, ...]
                    progress: bool = True) -> Path:
     """Return a MUSDB18-format root for ``profile``, generating the synthetic set if it is missing.
 
-    root: a real MUSDB18 / MUSDB18-HQ folder to use instead (returned as is after a check).
+    root: a real MUSDB18 / MUSDB18-HQ folder to use instead (returned as is after a check), or
+    ``"musdb-preview"``: MUSDB18's 7-second previews, downloaded into the data folder on first use
+    (:func:`flowsep.data.musdb.fetch_previews`).
     extra_stems: ("guitar", "piano") for the set with separate guitar and piano stems.
     """
-    from .data.musdb import is_musdb_root
+    from .data.musdb import PREVIEW, fetch_previews, is_musdb_root
     from .data.synth import synthesize
 
+    if str(root) == PREVIEW:
+        return fetch_previews()
     if root is not None and str(root) not in ("", "synthetic"):
         root = Path(root)
         if not is_musdb_root(root):
@@ -57,33 +73,31 @@ def ensure_dataset(profile: str = "cpu", root=None, extra_stems: tuple[str, ...]
     return root
 
 
-def prior_path(source: str, profile: str, dataset) -> Path:
-    return data_home() / "priors" / f"{Path(dataset).name}-{source}-{profile}.pt"
+def prior_bundle_path(profile: str, dataset, **overrides) -> Path:
+    """The bundle folder of the book's priors trained at ``profile`` on ``dataset`` (one per source inside)."""
+    name = f"{Path(dataset).name}-{profile}"
+    if overrides:
+        name += "-" + "-".join(f"{k}{v}" for k, v in sorted(overrides.items()))
+    return data_home() / "priors" / name
+
+
+def prior_path(source: str, profile: str, dataset, **overrides) -> Path:
+    """The checkpoint of ``source`` in its bundle (:func:`prior_bundle_path`)."""
+    return prior_bundle_path(profile, dataset, **overrides) / f"{source}.pt"
 
 
 def ensure_prior(source: str, profile: str = "cpu", dataset=None, steps: int | None = None,
                  device: str = "auto", progress: bool = True, **overrides) -> FlowPrior:
     """A prior for ``source`` trained at ``profile`` on ``dataset`` (default: the profile's synthetic set).
 
-    Reuses a finished checkpoint; resumes an unfinished one; otherwise trains from scratch.
+    The priors live in a bundle folder per dataset and profile (:func:`prior_bundle_path`, e.g.
+    ``data/priors/synth-cpu-seed0-cpu/``; :mod:`flowsep.bundle`), so that what the book trained can be
+    used with ``flowsep separate -p``. Reuses a finished checkpoint; resumes an unfinished one; otherwise
+    trains from scratch.
     """
-    from .io import load_torch
-    from .train import train_prior
+    from .bundle import train_into_bundle
 
     dataset = Path(dataset) if dataset is not None else ensure_dataset(profile, progress=progress)
     cfg = PriorConfig.preset(profile, **overrides)
-    total = int(steps if steps is not None else cfg.steps)
-    path = prior_path(source, profile, dataset)
-    if overrides:
-        path = path.with_name(path.stem + "-" + "-".join(f"{k}{v}" for k, v in sorted(overrides.items())) + ".pt")
-    resume = False
-    if path.is_file():
-        ckpt = load_torch(path, "prior checkpoint")
-        same = ckpt.get("prior", {}).get("config") == asdict(cfg)
-        if same and ckpt.get("train", {}).get("step", 0) >= total:
-            prior = FlowPrior.from_checkpoint(ckpt["prior"], path)
-            prior.history = ckpt["train"]["history"]
-            return prior
-        resume = same  # an unfinished run of the same model continues; another model starts anew
-    return train_prior(cfg, dataset, source, out=path, steps=total, device=device, resume=resume,
-                       progress=progress)
+    return train_into_bundle(prior_bundle_path(profile, dataset, **overrides), source, cfg, dataset, steps=steps,
+                             device=device, progress=progress, resume=True, retrain_other_config=True)

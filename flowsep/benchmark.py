@@ -103,19 +103,22 @@ def _markdown(table: pd.DataFrame, title: str) -> str:
 
 def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None, steps: int | None = None,
                   iterations: int = 150, protocol: str = "standard", device="auto", systems=None,
-                  demo_seconds: float = 10.0, progress: bool = True, log=print) -> pd.DataFrame:
+                  demo_seconds: float = 10.0, progress: bool = True, log=print, priors=None) -> pd.DataFrame:
     """Train, separate, score; write the table, the scores and the demo (see the module docstring).
 
     data: a MUSDB18-format root, or None / "synthetic" for the profile's synthetic set. tracks: None (every
     test track), the first N, or a list of names. steps: training steps of every learned system (default:
     the profile's budget). iterations: InstGlow's separation iterations. systems: a subset of
-    :data:`SYSTEM_KEYS` (default: all). Returns the table as a DataFrame.
+    :data:`SYSTEM_KEYS` (default: all). priors: a prior bundle folder (:mod:`flowsep.bundle`) that InstGlow
+    separates with instead of training its priors (its training seconds come from bundle.json). Returns the
+    table as a DataFrame.
     """
     from .assets import ensure_dataset, ensure_prior
     from .baselines import MixtureAsEstimate, OracleRatioMask, OracleWiener, ensure_supervised, training_budget
     from .evaluate import PROTOCOLS, evaluate_separator, load_track, open_tracks
     from .io import atomic_path
-    from .separate import Separator, check_writable_dir
+    from .separate import Separator
+    from .separate_files import check_writable_dir
 
     if protocol not in PROTOCOLS:
         raise FlowsepError(f"unknown protocol {protocol!r}; use 'standard' or 'paper'")
@@ -143,14 +146,20 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
         if key not in chosen:
             continue
         train_seconds = math.nan
-        if key == "instglow":
-            priors = {}
+        if key == "instglow" and priors is not None:
+            from .bundle import load_bundle
+            bundle = load_bundle(priors)
+            log(f"[{title}] priors of bundle {bundle.name}")
+            train_seconds = sum(float(e.get("seconds", math.nan)) for e in bundle.manifest["sources"].values())
+            system = Separator(dict(bundle), iterations=iterations, device=device, progress=False)
+        elif key == "instglow":
+            trained = {}
             for source in TARGETS:
                 log(f"[{title}] prior {source}")
-                priors[source] = ensure_prior(source, profile, dataset=root, steps=steps, device=device,
-                                              progress=progress)
-            train_seconds = sum(float(getattr(p, "history", {}).get("seconds", math.nan)) for p in priors.values())
-            system = Separator(priors, iterations=iterations, device=device, progress=False)
+                trained[source] = ensure_prior(source, profile, dataset=root, steps=steps, device=device,
+                                               progress=progress)
+            train_seconds = sum(float(getattr(p, "history", {}).get("seconds", math.nan)) for p in trained.values())
+            system = Separator(trained, iterations=iterations, device=device, progress=False)
         elif kind == "supervised":
             log(f"[{title}] training")
             system = ensure_supervised(key, root, profile, out / "models" / f"{key}.pt", steps=steps,
@@ -220,6 +229,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--steps", type=int, default=None, help="training steps of every learned system "
                                                            "(default: the profile's budget)")
     p.add_argument("--iterations", type=int, default=150, help="InstGlow separation iterations (default 150)")
+    p.add_argument("-p", "--priors", default=None, metavar="BUNDLE",
+                   help="separate with this prior bundle instead of training InstGlow's priors")
     p.add_argument("--protocol", choices=("standard", "paper"), default="standard",
                    help="standard (MUSDB18: 1 s windows, stereo 44.1 kHz) or paper (60 s mono segments)")
     p.add_argument("--systems", default=None, metavar="LIST",
@@ -240,7 +251,7 @@ def _cli(args) -> int:
     table = run_benchmark(args.data, args.profile, args.out, tracks=args.tracks, steps=args.steps,
                           iterations=args.iterations, protocol=args.protocol, device=args.device,
                           systems=systems, demo_seconds=args.demo_seconds, progress=not args.quiet,
-                          log=(lambda *a: None) if args.quiet else print)
+                          log=(lambda *a: None) if args.quiet else print, priors=args.priors)
     cols = ["system", *TARGETS, "mean", "train_seconds", "rtf"]
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     print(f"wrote {Path(args.out) / 'table.md'} and {Path(args.out) / 'table.csv'}")

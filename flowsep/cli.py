@@ -16,7 +16,8 @@ from .errors import FlowsepError
 VERBS = {
     "synth": "flowsep.data.synth",
     "train": "flowsep.train",
-    "separate": "flowsep.separate",
+    "priors": "flowsep.bundle",
+    "separate": "flowsep.separate_files",
     "evaluate": "flowsep.evaluate",
     "train-supervised": "flowsep.baselines.training",
     "benchmark": "flowsep.benchmark",

@@ -351,7 +351,7 @@ def _evaluate(estimate, root, subset, tracks, out, protocol, progress, resume, s
         raise FlowsepError(f"unknown protocol {protocol!r}; use 'standard' or 'paper'")
     out = Path(out) if out is not None else None
     if out is not None:
-        from .separate import check_writable_dir
+        from .separate_files import check_writable_dir
         check_writable_dir(out)
     listed = open_tracks(root, subset, tracks)
     stores = []
@@ -452,8 +452,10 @@ def register_cli(subparsers) -> None:
     p.add_argument("--data", required=True, metavar="ROOT", help="MUSDB18-format root (wav or stems)")
     p.add_argument("--subset", default="test", choices=("train", "test"), help="subset to score (default test)")
     p.add_argument("--tracks", type=int, default=None, metavar="N", help="score only the first N tracks")
+    p.add_argument("-p", "--priors", default=None, metavar="BUNDLE",
+                   help="separate with this prior bundle (flowsep priors build)")
     p.add_argument("--prior", action="append", default=[], metavar="NAME=CKPT",
-                   help="separate with these priors (repeat once per source)")
+                   help="separate with these priors (repeat once per source; adds to -p)")
     p.add_argument("--estimates", metavar="DIR", help="score estimates already on disk instead")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for scores, summary.csv and estimates")
     p.add_argument("--protocol", choices=PROTOCOLS, default="standard",
@@ -470,13 +472,16 @@ def register_cli(subparsers) -> None:
 
 
 def _cli(args) -> int:
-    from .separate import Separator, check_writable_dir, load_priors
+    from .separate import Separator
+    from .separate_files import check_writable_dir, load_priors
 
-    if bool(args.prior) == bool(args.estimates):
-        raise FlowsepError("give either --prior NAME=CKPT ... (separate, then score) or --estimates DIR, not both")
+    separate = bool(args.prior) or args.priors is not None
+    if separate == bool(args.estimates):
+        raise FlowsepError("give either -p BUNDLE or --prior NAME=CKPT ... (separate, then score) or --estimates DIR, "
+                           "not both")
     check_writable_dir(args.out)
-    if args.prior:
-        priors = load_priors(args.prior)
+    if separate:
+        priors = load_priors(args.prior, args.priors)
         sep = Separator(priors, iterations=args.iterations, lr=args.lr, post=args.post, stereo=args.stereo,
                         device=args.device, progress=not args.quiet)
         result = evaluate_separator(sep, args.data, args.subset, args.tracks, args.out, args.protocol,

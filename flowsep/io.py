@@ -1,11 +1,14 @@
-"""Files: atomic writes, audio reading and writing (soundfile), checkpoint reading.
+"""Files: atomic writes, audio reading (soundfile, else ffmpeg through stempeg) and writing, checkpoints.
 
 Chapter: used everywhere. Nothing here leaves a half-written file behind: every write goes to a
-temporary file in the target's folder and is renamed over the target when complete.
+temporary file in the target's folder and is renamed over the target when complete. Audio is read by
+libsndfile (wav, flac, ogg/vorbis and opus, mp3, aiff) where it can, and otherwise decoded by ffmpeg
+(m4a/AAC, video containers' audio, the first stream of a MUSDB18 .stem.mp4, ...) through stempeg.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -65,21 +68,75 @@ def load_torch(path, what: str = "checkpoint") -> dict:
     return obj
 
 
-def read_audio(path) -> tuple[np.ndarray, int]:
-    """Read an audio file: returns (channels, samples) float32 in [-1, 1] and the sample rate."""
+def read_audio(path, start: float = 0.0, duration: float | None = None) -> tuple[np.ndarray, int]:
+    """Read an audio file: returns (channels, samples) float32 in [-1, 1] and the sample rate.
+
+    Any file ffmpeg decodes: soundfile reads what libsndfile knows, ffmpeg (through stempeg) the rest;
+    a file with several audio streams (a stems .mp4) gives its first stream. start, duration: the part
+    to read, in seconds (default: from the start to the end).
+    """
     path = Path(path)
     if not path.is_file():
         raise FlowsepError(f"audio file {path} not found; check the path")
+    if not (isinstance(start, (int, float)) and math.isfinite(start) and start >= 0):
+        raise FlowsepError(f"start must be a number of seconds >= 0, got {start!r}")
+    if duration is not None and not (isinstance(duration, (int, float)) and math.isfinite(duration)
+                                     and duration > 0):
+        raise FlowsepError(f"duration must be a positive number of seconds, got {duration!r}")
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:
-        raise FlowsepError(f"{path} is not a readable audio file ({str(e).splitlines()[0][:80]}); "
-                           "give a wav, flac or ogg file") from None
+        data, rate = _read_soundfile(path, start, duration)
+    except sf.LibsndfileError:
+        data, rate = _read_ffmpeg(path, start, duration)
     if data.shape[0] == 0:
-        raise FlowsepError(f"{path} holds no samples; give a non-empty recording")
+        where = f" after {start:g} s" if start else ""
+        raise FlowsepError(f"{path} holds no samples{where}; give a non-empty recording (or an earlier --start)")
     if not np.isfinite(data).all():
         raise FlowsepError(f"{path} contains NaN or Inf samples; clean the audio first")
     return np.ascontiguousarray(data.T), int(rate)
+
+
+def _read_soundfile(path: Path, start: float, duration: float | None) -> tuple[np.ndarray, int]:
+    """(samples, channels) float32 and the rate, by libsndfile; raises sf.LibsndfileError if it cannot."""
+    with sf.SoundFile(str(path)) as f:
+        rate = f.samplerate
+        first = int(round(start * rate))
+        if first >= f.frames > 0:
+            return np.zeros((0, f.channels), np.float32), rate
+        if first:
+            f.seek(first)
+        frames = -1 if duration is None else int(round(duration * rate))
+        return f.read(frames, dtype="float32", always_2d=True), rate
+
+
+def _read_ffmpeg(path: Path, start: float, duration: float | None) -> tuple[np.ndarray, int]:
+    """(samples, channels) float32 and the rate of the first audio stream, decoded by ffmpeg via stempeg."""
+    import shutil
+
+    if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
+        raise FlowsepError(f"{path} needs ffmpeg to be decoded, and ffmpeg/ffprobe are not on PATH; "
+                           "install ffmpeg (e.g. sudo apt-get install ffmpeg)")
+    import stempeg
+
+    try:
+        info = stempeg.Info(str(path))
+        if info.nb_audio_streams == 0:
+            raise ValueError("it has no audio stream")
+        first = info.audio_stream_idx()[0]
+        stems, rate = stempeg.read_stems(str(path), start=start or None, duration=duration, stem_id=first,
+                                         always_3d=True, dtype=np.float32, info=info)
+    except Exception as e:  # ffprobe/ffmpeg failures arrive as several exception types
+        why = _last_line(getattr(e, "stderr", None)) or _last_line(str(e)) or type(e).__name__
+        why = why.removeprefix(f"{path}: ")
+        raise FlowsepError(f"{path} is not a readable audio file ({why[:100]}); give a file ffmpeg can "
+                           "decode (wav, flac, mp3, m4a, ogg, opus, ...)") from None
+    return stems[0], int(rate)
+
+
+def _last_line(text) -> str:
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def write_audio(path, audio, rate: int) -> None:
