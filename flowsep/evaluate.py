@@ -466,6 +466,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--stereo", choices=("midside", "channels"), default="midside",
                    help="separate mid and side (default) or each channel")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="memory a separation may use, e.g. 4G (default: half of what is free when it starts)")
     p.add_argument("--resume", action="store_true", help="keep the scores of tracks already in OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cli)
@@ -483,7 +485,7 @@ def _cli(args) -> int:
     if separate:
         priors = load_priors(args.prior, args.priors)
         sep = Separator(priors, iterations=args.iterations, lr=args.lr, post=args.post, stereo=args.stereo,
-                        device=args.device, progress=not args.quiet)
+                        device=args.device, progress=not args.quiet, max_memory=args.max_memory)
         result = evaluate_separator(sep, args.data, args.subset, args.tracks, args.out, args.protocol,
                                     progress=not args.quiet, resume=args.resume)
     else:
