@@ -404,10 +404,11 @@ def register_cli(sub) -> None:
     p = sub.add_parser("train", help="train a flow prior on one instrument's clean recordings",
                        description="Train a source prior (Glow over magnitude spectrograms) on one stem of a "
                                    "MUSDB18-format root, or on a folder of one instrument's audio files.")
-    p.add_argument("--data", required=True, help="MUSDB18-format root, or a folder of audio files of one instrument")
+    p.add_argument("--data", required=True, help="MUSDB18-format root, musdb-preview (MUSDB18's 7-second previews, "
+                                                 "downloaded once), or a folder of audio files of one instrument")
     p.add_argument("--source", default=None, help="stem to learn (vocals, drums, bass, other, ...); "
                                                   "required with a MUSDB18-format root")
-    p.add_argument("--profile", default="cpu", help="smoke, cpu or paper (default: cpu)")
+    p.add_argument("--profile", default="cpu", help="smoke, cpu, gpu or paper (default: cpu)")
     p.add_argument("--out", required=True, help="checkpoint file to write (atomically)")
     p.add_argument("--steps", type=int, default=None,
                    help="budget in total training steps (default: the profile's budget)")
@@ -426,13 +427,14 @@ def register_cli(sub) -> None:
 
 
 def _cli(args) -> int:
-    from .data.musdb import is_musdb_root
+    from .data.musdb import is_musdb_root, resolve_root
     overrides = {} if args.seed is None else {"seed": args.seed}
     overrides.update(parse_overrides(args.set))
     cfg = PriorConfig.preset(args.profile, **overrides)
-    if is_musdb_root(args.data) and not args.source:
+    data = resolve_root(args.data)  # "musdb-preview": MUSDB18's previews, fetched once
+    if is_musdb_root(data) and not args.source:
         raise FlowsepError("--source is required with a MUSDB18-format root (e.g. --source vocals)")
-    prior = train_prior(cfg, args.data, args.source, out=args.out, steps=args.steps, device=args.device,
+    prior = train_prior(cfg, data, args.source, out=args.out, steps=args.steps, device=args.device,
                         resume=args.resume, workers=args.workers, seconds=args.seconds)
     if _dist_info()[0] == 0:
         h = prior.history

@@ -41,9 +41,9 @@ def load_stem_tracks(root, targets, rate: int, channels: int, split: str = "trai
     split: musdb's "train" or "valid" split (``valid`` falls back to the train tracks when empty).
     channels 1: every channel of every song becomes its own mono recording; 2: mono songs are duplicated.
     """
-    from ..data.musdb import open_db, track_stems
+    from ..data.musdb import open_db, resolve_root, track_stems
 
-    root = Path(root).resolve()  # musdb joins a relative setup file onto the root a second time
+    root = Path(resolve_root(root)).resolve()  # musdb joins a relative setup file onto the root a second time
     db = open_db(root, "train", split)
     if not db.tracks and split == "valid":
         db = open_db(root, "train", "train")
@@ -247,7 +247,9 @@ def register_cli(sub) -> None:
                                    "split of a MUSDB18-format root, with the same budget as the InstGlow priors "
                                    "of the profile.")
     p.add_argument("model", metavar="MODEL", help="openunmix, convtasnet, demucs or waveunet")
-    p.add_argument("--data", required=True, metavar="ROOT", help="MUSDB18-format root (wav or stems)")
+    p.add_argument("--data", required=True, metavar="ROOT",
+                   help="MUSDB18-format root (wav or stems), or musdb-preview (MUSDB18's 7-second previews, "
+                        "downloaded once)")
     p.add_argument("--profile", default="cpu", help="smoke, cpu, gpu or paper (default: cpu)")
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint file to write (atomically)")
     p.add_argument("--steps", type=int, default=None,
@@ -264,10 +266,11 @@ def register_cli(sub) -> None:
 
 
 def _cli(args) -> int:
-    from ..data.musdb import is_musdb_root
+    from ..data.musdb import is_musdb_root, resolve_root
 
     if args.model not in MODEL_NAMES:
         raise FlowsepError(f"unknown model {args.model!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    args.data = resolve_root(args.data)  # "musdb-preview": MUSDB18's previews, fetched once
     if not Path(args.data).is_dir() or not is_musdb_root(args.data):
         raise FlowsepError(f"--data {args.data} is not a MUSDB18-format root (with train/ and test/ folders); "
                            "run `flowsep synth` or give a MUSDB18 folder")

@@ -3,8 +3,10 @@
 Chapter: "The separation problem" and "Training the source priors".
 
 The same functions read the synthetic set of ``flowsep synth``, a real MUSDB18 (stems .mp4, decoded
-by stempeg with ffmpeg), MUSDB18-HQ (wav) and the 7-second previews (``download=True``, only when a
-reader asks for it).
+by stempeg with ffmpeg), MUSDB18-HQ (wav) and MUSDB18's 7-second previews: the dataset name
+``musdb-preview`` (``DATASET = "musdb-preview"`` in a chapter, ``--data musdb-preview`` on the command
+line) fetches them once through ``musdb.DB(download=True)`` into the data folder
+(:func:`flowsep.assets.data_home`) and from then on reads them like any MUSDB18 root.
 """
 from __future__ import annotations
 
@@ -19,6 +21,49 @@ from ..spectral import resample
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 MUSDB_TARGETS = ("vocals", "drums", "bass", "other")
+#: the dataset name that stands for MUSDB18's 7-second previews (fetched once into the data folder)
+PREVIEW = "musdb-preview"
+#: the previews' folder inside the data folder (the name musdb gives it under ~/MUSDB18)
+PREVIEW_FOLDER = "MUSDB18-7"
+
+
+def preview_root() -> Path:
+    """Where the previews live: ``<data folder>/MUSDB18-7/{train,test}/<Artist - Title>.stem.mp4``."""
+    from ..assets import data_home
+
+    return data_home() / PREVIEW_FOLDER
+
+
+def fetch_previews() -> Path:
+    """MUSDB18's 7-second previews (100 train and 50 test songs, stems .mp4): downloaded on first use.
+
+    musdb downloads and unpacks them into :func:`preview_root` unless its ``train/`` folder already exists
+    (then nothing is fetched). Without the internet this stops with a :class:`FlowsepError`.
+    Returns the root, a MUSDB18 root in musdb's stems layout.
+    """
+    import urllib.error
+    import zipfile
+
+    import musdb
+
+    root = preview_root()
+    try:
+        db = musdb.DB(root=str(root), download=True, subsets="test")
+    except (urllib.error.URLError, OSError, zipfile.BadZipFile, RuntimeError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise FlowsepError(f"could not download MUSDB18's 7-second previews into {root} ({reason}); connect to "
+                           "the internet and run again, or give DATASET / --data a MUSDB18 folder") from None
+    if not db.tracks or not any((root / "train").glob("*.stem.mp4")):
+        raise FlowsepError(f"the previews in {root} are incomplete (no .stem.mp4 files in train/ and test/); "
+                           "delete that folder and run again to download them anew")
+    return root
+
+
+def resolve_root(data):
+    """A dataset argument as a folder: ``"musdb-preview"`` -> the fetched previews; anything else unchanged."""
+    if str(data) == PREVIEW:
+        return fetch_previews()
+    return data
 
 
 def is_musdb_root(root) -> bool:
@@ -42,8 +87,9 @@ def _is_wav_layout(root: Path) -> bool:
 def open_db(root=None, subset: str = "train", split: str | None = None, download: bool = False):
     """Open a MUSDB18-format root with ``musdb.DB``.
 
+    root: a folder, or ``"musdb-preview"`` for MUSDB18's previews (see :func:`fetch_previews`).
     subset: "train" or "test"; split: None, "train" or "valid" (only for subset "train").
-    ``download=True`` fetches the 7-second previews of the real MUSDB18 (needs the internet).
+    ``download=True`` is musdb's own download of the previews into ``root`` (needs the internet).
     """
     import musdb
 
@@ -55,7 +101,7 @@ def open_db(root=None, subset: str = "train", split: str | None = None, download
         return musdb.DB(root=root, download=True, subsets=subset, split=split)
     if root is None:
         raise FlowsepError("no dataset root given; pass --data ROOT (a MUSDB18-format folder)")
-    root = Path(root)
+    root = Path(resolve_root(root))
     if not root.is_dir():
         raise FlowsepError(f"dataset root {root} does not exist; run `flowsep synth {root}` or give a MUSDB18 folder")
     if not is_musdb_root(root):
@@ -104,12 +150,12 @@ def load_source_signals(data, source: str | None, rate: int, split: str = "train
                         val_fraction: float = 0.02) -> list[np.ndarray]:
     """Mono signals of one source at ``rate``: a list of float32 arrays (samples,), one per recording.
 
-    ``data`` is a MUSDB18-format root (``source`` names the stem; split "train"/"valid" is musdb's
-    split of the train subset, falling back to the train tracks when the valid split is empty) or a
-    folder of audio files of one instrument (split "valid" holds out the last files, at least one,
+    ``data`` is a MUSDB18-format root or ``"musdb-preview"`` (``source`` names the stem; split
+    "train"/"valid" is musdb's split of the train subset, falling back to the train tracks when the valid
+    split is empty) or a folder of audio files of one instrument (split "valid" holds out the last files, at least one,
     or the last tenth of a single file).
     """
-    data = Path(data)
+    data = Path(resolve_root(data))
     if not data.exists():
         raise FlowsepError(f"training data {data} does not exist; give a MUSDB18-format root or a folder of audio")
     if is_musdb_root(data):
