@@ -67,7 +67,8 @@ class PriorConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "PriorConfig":
-        """``smoke`` (seconds on CPU), ``cpu`` (minutes on a laptop), ``paper`` (the published model).
+        """``smoke`` (seconds on CPU), ``cpu`` (minutes on a laptop), ``gpu`` (the published flow trained to a
+        wall-clock budget that fits a Colab session), ``paper`` (the published model and training).
 
         ``paper`` is the published configuration: linear magnitudes at 22.05 kHz, n_fft 1024, 12 blocks of
         128 hidden channels. The small profiles model log-magnitudes instead: with a few minutes of
@@ -81,6 +82,14 @@ class PriorConfig:
             "cpu": dict(transform="log", sample_rate=16000, n_fft=512, hop=128, n_blocks=6, hidden=64, kernel=5,
                         n_layers=3, batch_size=16, segment_frames=128, steps=1000, lr=1e-3,
                         lr_decay_every=700, val_every=250, val_batches=2, checkpoint_every=250),
+            # gpu: the published flow (22.05 kHz, n_fft 1024, 12 blocks of 128 channels, batch 32, fp16 on CUDA)
+            # over log magnitudes, trained 3 minutes per prior, so that chapters 4-7 fit about an hour on a
+            # Colab T4. Sizes and budget estimated from a FLOP count (benchmarks/gpu_estimate.py), not yet
+            # measured on a GPU; `steps` is the estimated number of steps in the budget (what --steps
+            # defaults to when a step budget is asked for) and places the decay at 70% of the budget.
+            # Log, not linear, magnitudes for the same reason as the small profiles: short training.
+            "gpu": dict(transform="log", train_seconds=180.0, steps=4000, lr=5e-4, lr_decay_every=2800,
+                        val_every=500, val_batches=4, checkpoint_every=1000),
             "paper": dict(),
         }
         if name not in presets:

@@ -99,7 +99,7 @@ def test_bad_inputs_have_clear_messages(bad, message):
 
 
 def test_unknown_profile():
-    with pytest.raises(FlowsepError, match="unknown profile 'huge'.*smoke, cpu, paper"):
+    with pytest.raises(FlowsepError, match="unknown profile 'huge'.*smoke, cpu, gpu, paper"):
         PriorConfig.preset("huge")
 
 

@@ -254,3 +254,20 @@ def test_profile_time_budget_is_the_default(tone_dir):
     assert h["seconds"] >= 0.5 and (len(h["step"]) == 1 or h["elapsed"][-2] < 0.5)  # not the profile's 60 steps
     with pytest.raises(FlowsepError, match="not both"):
         train_prior(_cfg(), tone_dir, steps=3, seconds=1.0, progress=False)
+
+
+def test_gpu_profile_is_the_published_flow_on_a_time_budget():
+    """gpu: the paper's architecture and batch, fp16 on CUDA, log magnitudes, a wall-clock budget per prior."""
+    from flowsep.baselines import SupervisedConfig
+    from flowsep.train import resolve_budget
+    gpu, paper = PriorConfig.preset("gpu"), PriorConfig.preset("paper")
+    arch = ("sample_rate", "n_fft", "hop", "n_blocks", "hidden", "kernel", "n_layers", "n_split", "n_sqz",
+            "batch_size", "segment_frames", "mixed_precision")
+    assert all(getattr(gpu, k) == getattr(paper, k) for k in arch)
+    assert gpu.transform == "log" and gpu.train_seconds > 0
+    assert resolve_budget(None, None, gpu.steps, gpu.train_seconds) == {"seconds": gpu.train_seconds}
+    assert resolve_budget(100, None, gpu.steps, gpu.train_seconds) == {"steps": 100}
+    assert 0 < gpu.lr_decay_every < gpu.steps
+    for name in ("openunmix", "convtasnet", "demucs", "waveunet"):   # the same seconds for every learned system
+        c = SupervisedConfig.preset(name, "gpu")
+        assert c.train_seconds == gpu.train_seconds and c.sample_rate == gpu.sample_rate

@@ -23,7 +23,8 @@ Every network here maps a batch of mixtures (batch, channels, samples) to source
 ``stems = model(mixture, rate)`` with any rate, length and channel count.
 
 Profiles (:meth:`SupervisedConfig.preset`): ``smoke`` (8 kHz mono, tiny networks: proves the code path),
-``cpu`` (16 kHz mono, small networks that train in minutes on a laptop) and ``paper`` (44.1 kHz stereo,
+``cpu`` (16 kHz mono, small networks that train in minutes on a laptop), ``gpu`` (22.05 kHz mono, mid-sized
+networks trained for the gpu prior's wall-clock budget, ``train_seconds``) and ``paper`` (44.1 kHz stereo,
 the published sizes). At smoke and cpu the networks are mono and each channel of a stereo input is
 separated on its own, as InstGlow does. The training budget (steps x batch x seconds per example) is the
 same for all four systems and equal to the InstGlow prior's of the same profile: see
@@ -48,13 +49,14 @@ TARGETS = ("vocals", "drums", "bass", "other")
 MODEL_NAMES = ("openunmix", "convtasnet", "demucs", "waveunet")
 DISPLAY_NAMES = {"openunmix": "Open-Unmix", "convtasnet": "Conv-TasNet", "demucs": "Demucs",
                  "waveunet": "Wave-U-Net"}
-PROFILES = ("smoke", "cpu", "paper")
+PROFILES = ("smoke", "cpu", "gpu", "paper")
 CHECKPOINT_FORMAT = 1
 
 #: Profile-wide signal settings: sample rate, model channels, chunk length used at separation time.
 SIGNAL = {
     "smoke": dict(sample_rate=8000, channels=1, chunk_seconds=4.0),
     "cpu": dict(sample_rate=16000, channels=1, chunk_seconds=10.0),
+    "gpu": dict(sample_rate=22050, channels=1, chunk_seconds=10.0),   # what the gpu priors hear
     "paper": dict(sample_rate=44100, channels=2, chunk_seconds=10.0),
 }
 
@@ -63,6 +65,7 @@ ARCH = {
     "openunmix": {
         "smoke": dict(n_fft=256, hop=64, hidden=16, layers=1, bandwidth=None, wiener_iterations=1),
         "cpu": dict(n_fft=1024, hop=256, hidden=128, layers=3, bandwidth=None, wiener_iterations=1),
+        "gpu": dict(n_fft=2048, hop=512, hidden=256, layers=3, bandwidth=None, wiener_iterations=1),
         "paper": dict(n_fft=4096, hop=1024, hidden=512, layers=3, bandwidth=16000, wiener_iterations=1),
     },
     "convtasnet": {  # torchaudio's names: N = enc_num_feats, L = enc_kernel_size, B, H, X, R
@@ -70,28 +73,36 @@ ARCH = {
                       msk_num_hidden_feats=16, msk_num_layers=2, msk_num_stacks=1),
         "cpu": dict(enc_kernel_size=32, enc_num_feats=64, msk_kernel_size=3, msk_num_feats=32,
                     msk_num_hidden_feats=64, msk_num_layers=4, msk_num_stacks=2),
+        "gpu": dict(enc_kernel_size=32, enc_num_feats=256, msk_kernel_size=3, msk_num_feats=128,
+                    msk_num_hidden_feats=256, msk_num_layers=8, msk_num_stacks=2),
         "paper": dict(enc_kernel_size=16, enc_num_feats=512, msk_kernel_size=3, msk_num_feats=128,
                       msk_num_hidden_feats=512, msk_num_layers=8, msk_num_stacks=3),
     },
     "demucs": {  # HDemucs: the frequency branch must reach <= kernel_size bins within `depth` layers
         "smoke": dict(channels=4, depth=3, nfft=256),
         "cpu": dict(channels=8, depth=4, nfft=1024),
+        "gpu": dict(channels=32, depth=5, nfft=2048),
         "paper": dict(channels=48, depth=6, nfft=4096),
     },
     "waveunet": {
         "smoke": dict(layers=3, features=4, down_kernel=15, up_kernel=5),
         "cpu": dict(layers=8, features=8, down_kernel=15, up_kernel=5),
+        "gpu": dict(layers=10, features=16, down_kernel=15, up_kernel=5),
         "paper": dict(layers=12, features=24, down_kernel=15, up_kernel=5),
     },
 }
 
 #: Adam learning rate per model and profile (paper: the published value of each system).
 LEARNING_RATE = {
-    "openunmix": {"smoke": 1e-3, "cpu": 1e-3, "paper": 1e-3},
-    "convtasnet": {"smoke": 1e-3, "cpu": 1e-3, "paper": 1e-3},
-    "demucs": {"smoke": 1e-3, "cpu": 1e-3, "paper": 3e-4},
-    "waveunet": {"smoke": 1e-3, "cpu": 1e-3, "paper": 1e-4},
+    "openunmix": {"smoke": 1e-3, "cpu": 1e-3, "gpu": 1e-3, "paper": 1e-3},
+    "convtasnet": {"smoke": 1e-3, "cpu": 1e-3, "gpu": 1e-3, "paper": 1e-3},
+    "demucs": {"smoke": 1e-3, "cpu": 1e-3, "gpu": 3e-4, "paper": 3e-4},
+    "waveunet": {"smoke": 1e-3, "cpu": 1e-3, "gpu": 3e-4, "paper": 1e-4},
 }
+#: Example batches where a profile's budget is time, not examples: the prior's batch (32 x 7.4 s) would not fit
+#: the waveform models in a 16 GB GPU (activation memory from benchmarks/gpu_estimate.py), so they see shorter,
+#: fewer examples per step for the same seconds of training.
+TIME_BUDGET_BATCH = {"gpu": dict(batch_size=8, segment_seconds=4.0)}
 WEIGHT_DECAY = {"openunmix": 1e-5, "convtasnet": 0.0, "demucs": 0.0, "waveunet": 0.0}
 #: fp16 autocast on CUDA; off for HDemucs, whose spectrogram branch needs full-precision complex tensors
 MIXED_PRECISION = {"openunmix": True, "convtasnet": True, "demucs": False, "waveunet": True}
@@ -169,6 +180,7 @@ class SupervisedConfig:
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise FlowsepError(f"unknown setting(s) {', '.join(unknown)}; choose from: {', '.join(sorted(known))}")
+        values.update(TIME_BUDGET_BATCH.get(profile, {}))
         if "arch" in overrides:
             values["arch"].update(overrides.pop("arch"))
         values.update(overrides)
