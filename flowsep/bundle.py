@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
 import json
 import math
 from dataclasses import asdict
@@ -149,36 +148,6 @@ def bundle_name(path) -> str:
 
 
 # ---- training into a bundle ----------------------------------------------------------------------------
-def _train_prior_takes_seconds() -> bool:
-    from .train import train_prior
-
-    return "seconds" in inspect.signature(train_prior).parameters
-
-
-def _budget(cfg: PriorConfig, steps: int | None, seconds: float | None) -> dict:
-    """The training budget of one prior: {"steps": N} or {"seconds": S} (the profile's steps by default)."""
-    if steps is not None and seconds is not None:
-        raise FlowsepError("give a budget in --steps or in --seconds, not both")
-    if seconds is not None:
-        if not _train_prior_takes_seconds():
-            raise FlowsepError("--seconds (a training time budget) is not available in this flowsep yet; "
-                               "give --steps N instead")
-        if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
-            raise FlowsepError(f"--seconds must be positive, got {seconds}")
-        return {"seconds": float(seconds)}
-    total = int(steps if steps is not None else cfg.steps)
-    if total <= 0:
-        raise FlowsepError(f"--steps must be positive, got {total}")
-    return {"steps": total}
-
-
-def _spent(train_state: dict, budget: dict) -> bool:
-    """True when a checkpoint's training state has used up ``budget``."""
-    if "seconds" in budget:
-        return float(train_state.get("history", {}).get("seconds", 0.0)) >= budget["seconds"]
-    return int(train_state.get("step", 0)) >= budget["steps"]
-
-
 def _data_info(data: Path) -> dict:
     from .data.musdb import open_db
 
@@ -195,17 +164,17 @@ def train_into_bundle(bundle, source: str, cfg: PriorConfig, data, steps: int | 
     book's caching), else it is an error. The manifest gets the source's sha256, steps and seconds.
     """
     from .io import load_torch
-    from .train import train_prior
+    from .train import budget_spent, resolve_budget, train_prior
 
     bundle, data = Path(bundle), Path(data)
-    budget = _budget(cfg, steps, seconds)
+    budget = resolve_budget(steps, seconds, cfg.steps, cfg.train_seconds)
     ckpt_path = bundle / f"{source}.pt"
     keep_going = False
     if ckpt_path.is_file():
         ckpt = load_torch(ckpt_path, "prior checkpoint")
         same = ckpt.get("prior", {}).get("config") == asdict(cfg)
         train_state = ckpt.get("train", {})
-        if same and _spent(train_state, budget):
+        if same and budget_spent(train_state, budget):
             prior = FlowPrior.from_checkpoint(ckpt["prior"], ckpt_path)
             prior.history = train_state.get("history", {})
             _record(bundle, source, ckpt_path, prior, cfg, data, budget)
@@ -263,18 +232,20 @@ def build_bundle(data, profile: str, out, sources=None, steps: int | None = None
     """Train one prior per source of the MUSDB18-format root ``data`` into the folder ``out``.
 
     sources: names of stems (default: every stem of the training tracks). steps / seconds: the budget of
-    each prior (default: the profile's steps). resume: keep the finished priors of an earlier run and
-    continue its unfinished one; without it ``out`` must be new or empty. Returns the loaded bundle.
+    each prior (default: the profile's; :func:`flowsep.train.resolve_budget`). resume: keep the finished
+    priors of an earlier run and continue its unfinished one; without it ``out`` must be new or empty.
+    Returns the loaded bundle.
     """
     from .data.musdb import MUSDB_TARGETS, is_musdb_root, open_db
     from .separate_files import check_writable_dir
+    from .train import resolve_budget
 
     data, out = Path(data), check_writable_dir(out)
     if not data.is_dir() or not is_musdb_root(data):
         raise FlowsepError(f"--data {data} is not a MUSDB18-format root (no train/ or test/ folder); "
                            f"run `flowsep synth {data}` or give a MUSDB18 folder")
     cfg = PriorConfig.preset(profile, **overrides)
-    _budget(cfg, steps, seconds)  # a bad budget fails before anything is written
+    resolve_budget(steps, seconds, cfg.steps, cfg.train_seconds)  # a bad budget fails before anything
     tracks = open_db(data, "train").tracks
     if not tracks:
         raise FlowsepError(f"{data} has no training tracks; generate or download some first")
@@ -361,5 +332,5 @@ def _cli_info(args) -> int:
     manifest = read_manifest(path)
     print(format_manifest(path, manifest))
     verify_bundle(path)
-    print(f"checksums: all {len(manifest['sources'])} checkpoints match bundle.json")
+    print(f"checksums: the {len(manifest['sources'])} checkpoint(s) match bundle.json")
     return 0

@@ -142,6 +142,19 @@ def test_batch_goes_on_past_a_bad_file(bundle, songs, tmp_path, capsys):
                for s in ("vocals", "bass"))
 
 
+def test_bundle_rebuild_needs_resume_and_keeps_finished_priors(bundle, synth_root, capsys):
+    sums = {n: e["sha256"] for n, e in flowsep.bundle.read_manifest(bundle)["sources"].items()}
+    argv = ["priors", "build", "--data", str(synth_root), "--profile", "smoke", "--out", str(bundle),
+            "--sources", "vocals,bass", "--steps", "3", "--quiet"]
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "--resume" in _stderr_lines(capsys)[0]
+    assert main(argv + ["--resume"]) == 0                      # both priors finished: nothing is retrained
+    assert {n: e["sha256"] for n, e in flowsep.bundle.read_manifest(bundle)["sources"].items()} == sums
+    assert main(argv[:5] + ["cpu"] + argv[6:] + ["--resume"]) == 2
+    assert "profile smoke, not cpu" in _stderr_lines(capsys)[-1]
+
+
 def test_tampered_bundle_is_caught(bundle, songs, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(bundle, copy)
