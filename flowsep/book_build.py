@@ -38,7 +38,7 @@ from pathlib import Path
 from .errors import FlowsepError
 from .io import atomic_path
 
-PROFILES = ("smoke", "cpu", "paper")
+PROFILES = ("smoke", "cpu", "gpu", "paper")
 KERNEL = "python3"
 BOOK_FILES = ("_config.yml", "_toc.yml")   # besides the folders of the toc's files
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -221,25 +221,49 @@ def _duration(seconds) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
+#: Seconds per chapter (by number) at the ``gpu`` profile on a Colab T4, from nothing cached. Estimated from
+#: the FLOP count of benchmarks/gpu_estimate.py (3 minutes of training per prior and per supervised system)
+#: plus the CPU work measured at the cpu profile (data generation, museval); no GPU measurement yet.
+GPU_ESTIMATES = {"01": 45, "02": 60, "03": 60, "04": 14 * 60, "05": 3 * 60, "06": 27 * 60, "07": 15 * 60}
+
+
+def _gpu_cell(stem: str, entry: dict, timings: dict) -> str:
+    """The GPU column of a chapter: this build's time when it ran at ``gpu`` on a GPU, else the estimate."""
+    if timings.get("profile") == "gpu" and "GPU" in (timings.get("machine") or "") and "without" not in \
+            timings["machine"]:
+        return f"{_duration(entry.get('seconds'))} measured (this build)"
+    estimate = GPU_ESTIMATES.get(stem[:2])
+    if estimate is None:
+        return "not estimated"
+    return f"{_duration(estimate)} estimated (FLOP count, no GPU measurement yet)"
+
+
 def timings_markdown(timings: dict, titles: dict) -> str:
     """This build's profile, machine and seconds per chapter, as the Markdown that replaces TIMINGS_MARKER.
 
     titles: {chapter stem: title}, in reading order; chapters missing from ``timings`` are skipped.
+    The GPU column: the ``gpu`` profile on a Colab T4, measured when this build ran it on a GPU, otherwise
+    :data:`GPU_ESTIMATES`, labelled as estimates.
     """
     machine = timings.get("machine") or f"{timings.get('cpu_count')} CPU cores"
     lines = [f"This copy of the book was rendered at the `{timings['profile']}` profile on {machine}. "
              "The time each chapter took in that run (data and priors that already existed were reused; a "
-             "chapter marked *earlier run* was executed by a previous build with the same parameters):", "",
-             "| chapter | this build |", "|---|---|"]
-    total = 0.0
+             "chapter marked *earlier run* was executed by a previous build with the same parameters), and "
+             "its time at the `gpu` profile on a Colab T4 GPU:", "",
+             "| chapter | this build | GPU (`gpu` profile, T4) |", "|---|---|---|"]
+    total, gpu_total, measured = 0.0, 0.0, True
     for stem, title in titles.items():
         entry = timings["chapters"].get(stem)
         if not entry:
             continue
         total += entry.get("seconds") or 0.0
         note = " (earlier run)" if entry.get("status") == "reused" else ""
-        lines.append(f"| {title} | {_duration(entry.get('seconds'))}{note} |")
-    lines.append(f"| all chapters | {_duration(total)} |")
+        gpu = _gpu_cell(stem, entry, timings)
+        measured = measured and "measured" in gpu
+        gpu_total += (entry.get("seconds") or 0.0) if "measured" in gpu else GPU_ESTIMATES.get(stem[:2], 0)
+        lines.append(f"| {title} | {_duration(entry.get('seconds'))}{note} | {gpu} |")
+    kind = "measured" if measured else "estimated"
+    lines.append(f"| all chapters | {_duration(total)} | {_duration(gpu_total)} {kind} |")
     return "\n".join(lines) + "\n"
 
 
@@ -476,7 +500,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m flowsep.book_build",
         description="Execute the book's chapters with papermill at a profile and render them with Jupyter Book.")
-    parser.add_argument("--profile", default="cpu", help="smoke, cpu or paper (default: cpu)")
+    parser.add_argument("--profile", default="cpu", help="smoke, cpu, gpu or paper (default: cpu)")
     parser.add_argument("--chapters", nargs="+", default=None, metavar="CHAPTER",
                         help="only these chapters, by number (01) or name (default: every chapter of _toc.yml)")
     parser.add_argument("--out", default="_build", help="build folder (default: _build; the HTML goes to OUT/html)")

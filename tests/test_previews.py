@@ -98,3 +98,4 @@ def test_data_home_follows_set_data_home(tmp_path, monkeypatch):
     assert set_data_home("") == before
     assert set_data_home(tmp_path / "kept") == tmp_path / "kept" and (tmp_path / "kept").is_dir()
     assert data_home() == tmp_path / "kept"
+
