@@ -177,7 +177,7 @@ def train_into_bundle(bundle, source: str, cfg: PriorConfig, data, steps: int | 
         if same and budget_spent(train_state, budget):
             prior = FlowPrior.from_checkpoint(ckpt["prior"], ckpt_path)
             prior.history = train_state.get("history", {})
-            _record(bundle, source, ckpt_path, prior, cfg, data, budget)
+            _record(bundle, source, ckpt_path, prior, cfg, data, train_state.get("budget", budget))
             return prior
         if not same and not retrain_other_config:
             raise FlowsepError(f"{ckpt_path} holds a prior of another configuration than profile {cfg.profile}; "
@@ -194,7 +194,10 @@ def train_into_bundle(bundle, source: str, cfg: PriorConfig, data, steps: int | 
 
 def _record(bundle: Path, source: str, ckpt_path: Path, prior: FlowPrior, cfg: PriorConfig, data: Path,
             budget: dict) -> None:
-    """Add (or refresh) ``source`` in the manifest, creating it for the first prior of the bundle."""
+    """Add (or refresh) ``source`` in the manifest, creating it for the first prior of the bundle.
+
+    budget: the one the checkpoint was trained with. An unchanged entry leaves the manifest untouched.
+    """
     h = getattr(prior, "history", {}) or {}
     val = h.get("val_nll") or []
     entry = {"checkpoint": ckpt_path.name, "sha256": sha256_of(ckpt_path),
@@ -209,6 +212,8 @@ def _record(bundle: Path, source: str, ckpt_path: Path, prior: FlowPrior, cfg: P
             manifest = {"format": "flowsep-bundle", "format_version": BUNDLE_FORMAT, "flowsep_version": __version__,
                         "profile": cfg.profile, "overrides": overrides, "sample_rate": cfg.sample_rate,
                         "data": _data_info(data), "sources": {}}
+        if manifest["sources"].get(source) == entry:
+            return
         manifest["sources"][source] = entry
         manifest["flowsep_version"] = __version__
         _write_manifest(bundle, manifest)

@@ -172,8 +172,10 @@ def check_template(template: str) -> str:
 
 
 def track_name(path) -> tuple[str, str]:
-    """("song", "mp3") for "music/song.mp3": the track's name and its file extension."""
+    """("song", "mp3") for "music/song.mp3", ("song", "stem.mp4") for a stems file: the name and extension."""
     name = Path(path).name
+    if name.lower().endswith(".stem.mp4") and len(name) > len(".stem.mp4"):
+        return name[:-len(".stem.mp4")], name[-len("stem.mp4"):]
     stem, dot, ext = name.rpartition(".")
     return (stem, ext) if dot and stem else (name, "")
 

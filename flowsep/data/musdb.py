@@ -19,7 +19,7 @@ from ..errors import FlowsepError
 from ..io import read_audio
 from ..spectral import resample
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3", ".m4a", ".aac", ".opus")  # see io.read_audio
 MUSDB_TARGETS = ("vocals", "drums", "bass", "other")
 #: the dataset name that stands for MUSDB18's 7-second previews (fetched once into the data folder)
 PREVIEW = "musdb-preview"
