@@ -513,15 +513,20 @@ class Separator:
     def part_bytes(self, length: int) -> int:
         """Memory one part of ``length`` frames takes while it is optimised (estimated, in bytes).
 
-        What autograd saves for one short part, measured, scaled to ``length`` frames, times the
-        workspace factor (transients, gradients and Adam's state).
+        What autograd saves for a forward pass, measured on two short parts and extended to ``length``
+        frames along the line through them (the weights are saved once, the activations per frame),
+        times the workspace factor (transients, gradients and Adam's state).
         """
-        probe = 8 * self.frame_multiple
-        zs = [torch.zeros(1, *self.priors[n].latent_shape(probe), device=self.device, requires_grad=True)
-              for n in self.names]
-        target = torch.ones(1, self.config.bins, probe, device=self.device)
-        saved = saved_for_backward_bytes(lambda: self._objective(zs, target, None)[0].sum())
-        return int(WORKSPACE_FACTOR * saved * length / probe)
+        def saved(frames):
+            zs = [torch.zeros(1, *self.priors[n].latent_shape(frames), device=self.device, requires_grad=True)
+                  for n in self.names]
+            target = torch.ones(1, self.config.bins, frames, device=self.device)
+            return saved_for_backward_bytes(lambda: self._objective(zs, target, None)[0].sum())
+
+        short = 8 * self.frame_multiple
+        a, b = saved(short), saved(2 * short)
+        per_frame = (b - a) / short
+        return int(WORKSPACE_FACTOR * (a + per_frame * (length - short)))
 
     def song_bytes(self, channels: int, samples: int, rate: int, midside: bool, length: int) -> int:
         """Memory the whole-song arrays take (the items, the estimates, snapshots, the rendered stems)."""

@@ -286,10 +286,11 @@ def test_too_little_memory_is_one_line_before_any_work(priors, stereo_mix):
     assert format_size(3 * 2 ** 29) == "1.50 GB"
 
 
-def test_part_memory_estimate_grows_with_length(priors):
+def test_part_memory_estimate_grows_linearly_with_length(priors):
     sep = Separator(priors, progress=False)
-    a, b = sep.part_bytes(64), sep.part_bytes(640)
-    assert 0 < a and 9 < b / a < 11
+    a, b, c = sep.part_bytes(64), sep.part_bytes(640), sep.part_bytes(1280)
+    assert 0 < a < b < c
+    assert (c - a) / (b - a) == pytest.approx((1280 - 64) / (640 - 64), rel=0.05)
 
 
 def test_segments_cover_and_crossfade_to_one():
