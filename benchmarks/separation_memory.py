@@ -6,10 +6,10 @@
 For each length, a stereo 44.1 kHz song is made by joining the test mixtures of the profile's synthetic
 set (generated under data/ if missing) and separated by the `flowsep separate` command with its default
 settings, in a fresh process, so that the process's peak resident memory (the kernel's high-water mark,
-ru_maxrss) is the separation's. Priors: the ones given, else the profile's four priors that the book
-trains (flowsep.assets.ensure_prior; trained if missing). ``--iterations`` (default 2) keeps the run
+ru_maxrss) is the separation's. Priors: the ones given, else four untrained priors of the profile (the
+memory and the time do not depend on the weights, only on the architecture). ``--iterations`` (default 2) keeps the run
 short: each chunk of parts is optimised to the end before the next, so the memory does not depend on
-the number of iterations; the time does, and is reported per iteration as well. Also reported: the
+the number of iterations; the time does. Also reported: the
 process's resident memory after its imports (the floor every run pays) and, for reference, one
 chunk-size sweep (``--chunk-sweep``): seconds per iteration of one part against several parts per batch.
 
@@ -110,21 +110,21 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
-    from flowsep.assets import ensure_dataset, ensure_prior, prior_path
+    from flowsep.assets import ensure_dataset
+    from flowsep.prior import FlowPrior, PriorConfig
     root = ensure_dataset(args.profile, progress=False)
-    if args.bundle:
-        prior_args = ["-p", args.bundle]
-    elif args.prior:
-        prior_args = [a for spec in args.prior for a in ("--prior", spec)]
-    else:
-        sources = ("vocals", "drums", "bass", "other")
-        for s in sources:
-            ensure_prior(s, args.profile, dataset=root, progress=False)
-        prior_args = [a for s in sources for a in ("--prior", f"{s}={prior_path(s, args.profile, root)}")]
-
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        if args.bundle:
+            prior_args = ["-p", args.bundle]
+        elif args.prior:
+            prior_args = [a for spec in args.prior for a in ("--prior", spec)]
+        else:
+            prior_args = []
+            for s in ("vocals", "drums", "bass", "other"):
+                FlowPrior(PriorConfig.preset(args.profile)).save(tmp / f"{s}.pt")
+                prior_args += ["--prior", f"{s}={tmp / f'{s}.pt'}"]
         for minutes in args.minutes:
             song = tmp / f"song-{minutes:g}min.wav"
             make_song(root, minutes, song)
@@ -135,16 +135,15 @@ def main() -> None:
                          "rtf": r["seconds"] / audio})
             print(f"{minutes:g} min: peak {rows[-1]['peak_gb']:.2f} GB, {r['seconds']:.1f} s", flush=True)
             song.unlink()
+        sweep = []
+        if args.chunk_sweep:
+            from flowsep.separate_files import load_priors
+            priors = (load_priors(bundle=args.bundle) if args.bundle else
+                      {spec.split("=")[0]: FlowPrior.load(spec.split("=", 1)[1]) for spec in prior_args[1::2]})
+            sweep = chunk_sweep(args, priors)
     base = rows[0]["peak_gb"]
     for r in rows:
         r["peak_vs_first"] = r["peak_gb"] / base
-    sweep = []
-    if args.chunk_sweep:
-        from flowsep.prior import FlowPrior
-        from flowsep.separate_files import load_priors
-        priors = (load_priors(bundle=args.bundle) if args.bundle else
-                  {spec.split("=")[0]: FlowPrior.load(spec.split("=", 1)[1]) for spec in prior_args[1::2]})
-        sweep = chunk_sweep(args, priors)
 
     import torch
     result = {"profile": args.profile, "iterations": args.iterations, "max_memory": args.max_memory or "auto",
