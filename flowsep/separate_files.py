@@ -304,14 +304,7 @@ class FileSeparator:
 
     def _blocks(self, result, mixture: np.ndarray):
         """(start_sample, {stem: (channels, n)}) in order: the rendered estimates, or the two stems."""
-        post, wiener_iterations = self.separator.post, self.separator.wiener_iterations
-        if hasattr(result, "render_blocks"):
-            takes = inspect.signature(result.render_blocks).parameters
-            blocks = result.render_blocks(post, **({"wiener_iterations": wiener_iterations}
-                                                   if "wiener_iterations" in takes else {}))
-        else:
-            blocks = [(0, result.render(post, wiener_iterations))]
-        for start, block in blocks:
+        for start, block in result.render_blocks(self.separator.post, self.separator.wiener_iterations):
             if self.two_stems:
                 keep = np.asarray(block[self.two_stems], dtype=np.float32)
                 rest = mixture[:, start:start + keep.shape[-1]] - keep
