@@ -444,6 +444,8 @@ def evaluate_estimates(estimates_dir, root, subset: str = "test", tracks=None, o
 
 # ---- command line -----------------------------------------------------------------------------------
 def register_cli(subparsers) -> None:
+    from .separate_files import add_separation_options
+
     p = subparsers.add_parser(
         "evaluate", help="score separations of a MUSDB18-format set with museval (BSS Eval v4)",
         description="Separate every track of --data/--subset with trained priors (--prior NAME=CKPT ...) or "
@@ -460,14 +462,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="folder for scores, summary.csv and estimates")
     p.add_argument("--protocol", choices=PROTOCOLS, default="standard",
                    help="standard (MUSDB18: 1 s windows, stereo 44.1 kHz) or paper (60 s mono segments, 22.05 kHz)")
-    p.add_argument("--iterations", type=int, default=150, help="separation iterations (default 150)")
-    p.add_argument("--lr", type=float, default=0.01, help="separation learning rate (default 0.01)")
-    p.add_argument("--post", choices=("wiener", "mask", "none"), default="wiener", help="post-filter")
-    p.add_argument("--stereo", choices=("midside", "channels"), default="midside",
-                   help="separate mid and side (default) or each channel")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    p.add_argument("--max-memory", default=None, metavar="SIZE",
-                   help="memory a separation may use, e.g. 4G (default: half of what is free when it starts)")
+    add_separation_options(p)
     p.add_argument("--resume", action="store_true", help="keep the scores of tracks already in OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cli)
@@ -475,7 +471,7 @@ def register_cli(subparsers) -> None:
 
 def _cli(args) -> int:
     from .separate import Separator
-    from .separate_files import check_writable_dir, load_priors
+    from .separate_files import check_writable_dir, load_priors, separation_options
 
     separate = bool(args.prior) or args.priors is not None
     if separate == bool(args.estimates):
@@ -484,8 +480,7 @@ def _cli(args) -> int:
     check_writable_dir(args.out)
     if separate:
         priors = load_priors(args.prior, args.priors)
-        sep = Separator(priors, iterations=args.iterations, lr=args.lr, post=args.post, stereo=args.stereo,
-                        device=args.device, progress=not args.quiet, max_memory=args.max_memory)
+        sep = Separator(priors, progress=not args.quiet, **separation_options(args))
         result = evaluate_separator(sep, args.data, args.subset, args.tracks, args.out, args.protocol,
                                     progress=not args.quiet, resume=args.resume)
     else:

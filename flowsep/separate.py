@@ -46,7 +46,7 @@ from .prior import FlowPrior
 from .spectral import as_channels_first, frames_span, istft, magphase, n_frames, resample, stft, stft_frames
 
 POSTS = ("wiener", "mask", "none")
-STEREO_MODES = ("midside", "channels")
+STEREO_MODES = ("midside", "mid", "channels")
 PRIOR_SPACES = ("z", "x")
 KL_EPS = 1e-8
 SILENCE_PEAK = 1e-7  # a mixture whose peak is below this (-140 dBFS) has nothing to separate
@@ -60,6 +60,41 @@ CPU_CHUNK_BYTES = 2 * 2 ** 30
 # what a part really takes, per byte autograd saves for it (the forward's transients, the backward's
 # gradients, Adam's state); measured on the cpu and smoke profiles (benchmarks/separation_memory.py)
 WORKSPACE_FACTOR = 2.0
+
+
+@dataclass(frozen=True)
+class Method:
+    """The settings of one separation method (``Separator(priors, method=NAME)``).
+
+    search: "latents" (Adam on one latent per source, decoded through the priors; the published search)
+    or "masks" (Adam on ratio-mask logits, so the sources always add up to the mixture, scored by the
+    priors' likelihood of them: MAP with a Dirac likelihood); warm_iterations: latent-search steps (at
+    warm_lr) that give the masks their start. stereo: see :class:`Separator`.
+    """
+
+    name: str
+    search: str
+    iterations: int
+    lr: float
+    prior_weight: float = 0.0
+    prior_space: str = "z"
+    init: object = "zeros"
+    stereo: str = "midside"
+    warm_iterations: int = 0
+    warm_lr: float = 0.01
+    summary: str = ""
+
+
+METHODS = {
+    "instglow": Method("instglow", "latents", 150, 0.01, summary=(
+        "the published algorithm: latents from z = 0, prior term off, lr 0.01, 150 Adam steps, mid and side")),
+    "consistent": Method("consistent", "masks", 40, 0.05, stereo="mid", warm_iterations=30, warm_lr=0.03,
+                         summary=("a short latent search warm-starts ratio masks that always add up to the mixture; "
+                                  "the masks then maximise the priors' likelihood of the stems; mid only")),
+    "fast": Method("fast", "latents", 40, 0.04, stereo="mid", summary=(
+        "the published search with a larger step and fewer of them, on mid only")),
+}
+DEFAULT_METHOD = "instglow"
 
 
 # ---- the objective --------------------------------------------------------------------------------
@@ -387,10 +422,16 @@ class Separator:
     timings) without rendering waveforms. After a call, ``trace``, ``snapshots``, ``timings`` and
     ``result`` hold those of the last separation.
 
-    Options: ``stereo`` "midside" (the default) separates mid (L+R)/2 and side (L-R)/2 as two batch
-    items, "channels" each channel; the mid signal is the mono downmix the priors were trained on, and
-    midside scored slightly higher on the synthetic set (benchmarks/results/separation_synth_cpu.md).
-    Inputs with other channel counts are always separated channel by channel.
+    ``method``: one of :data:`METHODS` ("instglow" is the published algorithm); it sets the search and
+    the defaults of ``iterations``, ``lr``, ``prior_weight``, ``prior_space``, ``init`` and ``stereo``,
+    which can each be given to override it.
+
+    Options: ``stereo`` "midside" separates mid (L+R)/2 and side (L-R)/2 as two batch items, "mid"
+    separates mid only and gives the side to the sources in the ratios found for mid (half the work),
+    "channels" each channel; the mid signal is the mono downmix the priors were trained on, and
+    midside scored slightly higher than channels on the synthetic set
+    (benchmarks/results/separation_synth_cpu.md). Inputs with other channel counts are always separated
+    channel by channel.
     ``segment_seconds``/``overlap``: long inputs are cut into equal overlapping segments.
     ``max_memory``: bytes (or "4G", "500M") the separation may use; by default a share of the memory
     that is free when it starts (see the module docstring). The parts go through the priors in chunks
@@ -400,11 +441,21 @@ class Separator:
     (slow; for benchmarks and tests). ``snapshots``: iterations at which to keep the estimates.
     """
 
-    def __init__(self, priors: dict, iterations: int = 150, lr: float = 0.01, prior_weight: float = 0.0,
-                 prior_space: str = "z", init="zeros", post: str = "wiener", stereo: str = "midside",
+    def __init__(self, priors: dict, method: str = DEFAULT_METHOD, iterations: int | None = None,
+                 lr: float | None = None, prior_weight: float | None = None, prior_space: str | None = None,
+                 init=None, post: str = "wiener", stereo: str | None = None,
                  segment_seconds: float = 60.0, overlap: float = 1.0, device="auto", progress: bool = True,
                  unbatched: bool = False, stack_sources="auto", wiener_iterations: int = 1,
                  snapshots=None, seed: int = 0, max_memory=None):
+        if method not in METHODS:
+            raise FlowsepError(f"unknown separation method {method!r}; use one of: {', '.join(METHODS)}")
+        self.method = m = METHODS[method]
+        iterations = m.iterations if iterations is None else iterations
+        lr = m.lr if lr is None else lr
+        prior_weight = m.prior_weight if prior_weight is None else prior_weight
+        prior_space = m.prior_space if prior_space is None else prior_space
+        init = m.init if init is None else init
+        stereo = m.stereo if stereo is None else stereo
         if not isinstance(priors, dict) or not priors:
             raise FlowsepError("no priors given; pass a dict {name: FlowPrior} with at least one prior")
         for name, p in priors.items():
@@ -435,7 +486,7 @@ class Separator:
         if post not in POSTS:
             raise FlowsepError(f"unknown post-filter {post!r}; use one of: {', '.join(POSTS)}")
         if stereo not in STEREO_MODES:
-            raise FlowsepError(f"unknown stereo mode {stereo!r}; use 'midside' or 'channels'")
+            raise FlowsepError(f"unknown stereo mode {stereo!r}; use one of: {', '.join(STEREO_MODES)}")
         if not all(isinstance(v, (int, float)) for v in (segment_seconds, overlap)) \
                 or not segment_seconds > 0 or not 0 <= overlap < segment_seconds / 2:
             raise FlowsepError(f"need segment_seconds > 0 and 0 <= overlap < segment_seconds/2, "
@@ -644,6 +695,44 @@ class Separator:
         on_step(self.iterations, per_item, mags)
         return [m.detach() for m in mags]
 
+    def _search_masks(self, chunk, length, target, valid, on_step, bar):
+        """Mixture-consistent search: s_j = softmax_j(logits) * |X|, minimising sum_j -log p_j(s_j) per dimension.
+
+        The estimates add up to the mixture magnitude at every step (a Dirac likelihood), so the priors'
+        densities alone decide how the mixture is shared. The logits start from a short latent search
+        (``warm_iterations`` at ``warm_lr``): log of its magnitude estimates. Returns the estimates.
+        """
+        m = self.method
+        zs = self._initial_latents(chunk, length)
+        opt = torch.optim.Adam(zs, lr=m.warm_lr)
+        for _ in range(m.warm_iterations):
+            per_item = self._objective(zs, target, valid)[0]
+            opt.zero_grad(set_to_none=True)
+            per_item.sum().backward()
+            opt.step()
+        with torch.no_grad():
+            logits = torch.log(torch.stack(self._synthesize(zs)) + KL_EPS)
+        del zs, opt
+        logits.requires_grad_(True)
+        opt = torch.optim.Adam([logits], lr=self.lr)
+        dims = target.shape[1] * target.shape[2]
+
+        def objective():
+            s = torch.softmax(logits, dim=0) * target
+            nll = sum(-self.priors[n].log_prob(s_j) for n, s_j in zip(self.names, s)) / dims
+            return nll, s
+
+        for it in bar(range(self.iterations)):
+            nll, s = objective()
+            on_step(it, nll.detach(), s.detach())
+            opt.zero_grad(set_to_none=True)
+            nll.sum().backward()
+            opt.step()
+        with torch.no_grad():
+            nll, s = objective()
+        on_step(self.iterations, nll, s)
+        return list(s)
+
     def estimate(self, mixture, sample_rate) -> SeparationResult:
         """Optimise the latents for one mixture; returns the magnitude estimates (see SeparationResult)."""
         from .progress import bar as progress_bar
@@ -651,15 +740,16 @@ class Separator:
         t0 = time.perf_counter()
         wave, rate = self._check_input(mixture, sample_rate)
         squeeze = np.ndim(mixture) == 1
-        midside = self.stereo == "midside" and wave.shape[0] == 2
+        midside = self.stereo in ("midside", "mid") and wave.shape[0] == 2
         c = self.config
         fps = c.sample_rate / c.hop
         n_items = 2 if midside else wave.shape[0]
+        searched = 1 if midside and self.stereo == "mid" else n_items   # items that go through the priors
         frames = n_frames(math.ceil(wave.shape[-1] * c.sample_rate / rate) if rate != c.sample_rate
                           else wave.shape[-1], c.hop)
         length, starts = plan_segments(frames, round(self.segment_seconds * fps), round(self.overlap * fps),
                                        self.frame_multiple)
-        parts = [(s, i) for s in range(len(starts)) for i in range(n_items)]   # segment-major
+        parts = [(s, i) for s in range(len(starts)) for i in range(searched)]  # segment-major
         song = self.song_bytes(wave.shape[0], wave.shape[-1], rate, midside, length)
         per_chunk = self.plan_chunks(len(parts), length, song)                  # fails here, before any work
         chunks = [list(range(k, min(len(parts), k + per_chunk))) for k in range(0, len(parts), per_chunk)]
@@ -691,11 +781,20 @@ class Separator:
                             snap_fades[it][n].add(parts[p][0], m_p, parts[p][1])
 
             desc = "separating" if len(chunks) == 1 else f"separating {k + 1}/{len(chunks)}"
-            mags = self._search(self._initial_latents(chunk, length), target, valid, on_step,
-                                lambda r: progress_bar(r, show=self.progress, desc=desc, unit="it", leave=False))
+            bar = (lambda r, desc=desc: progress_bar(r, show=self.progress, desc=desc, unit="it", leave=False))
+            if self.method.search == "masks":
+                mags = self._search_masks(chunk, length, target, valid, on_step, bar)
+            else:
+                mags = self._search(self._initial_latents(chunk, length), target, valid, on_step, bar)
             for n, m in zip(self.names, mags):
                 for p, m_p in zip(chunk, m):
                     fades[n].add(parts[p][0], m_p, parts[p][1])
+            if searched < n_items:  # "mid": the side is shared in the ratios found for mid
+                total = torch.stack(mags).sum(0) + KL_EPS
+                side = torch.stack([mag[1, :, starts[parts[p][0]] - f0:][..., :length] for p in chunk])
+                for n, m in zip(self.names, mags):
+                    for p, share in zip(chunk, m / total * side):
+                        fades[n].add(parts[p][0], share, 1)
             song_bar.update(len(chunk))
         song_bar.close()
         t2 = time.perf_counter()

@@ -362,9 +362,36 @@ def _reason(path, message: str) -> str:
 
 
 # ---- command line -----------------------------------------------------------------------------------
-def register_cli(subparsers) -> None:
-    from .separate import POSTS, STEREO_MODES
+def add_separation_options(p) -> None:
+    """The separation settings of `flowsep separate` and `flowsep evaluate` (defaults: the method's)."""
+    from .separate import DEFAULT_METHOD, METHODS, POSTS, STEREO_MODES
 
+    p.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD,
+                   help="separation method: " + "; ".join(f"{m.name}: {m.summary}" for m in METHODS.values())
+                        + f" (default {DEFAULT_METHOD})")
+    p.add_argument("--iterations", type=int, default=None, help="Adam iterations (default: the method's)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the method's)")
+    p.add_argument("--post", choices=POSTS, default="wiener",
+                   help="post-filter: multichannel Wiener (default), ratio mask, or none (mixture phase only)")
+    p.add_argument("--stereo", choices=STEREO_MODES, default=None,
+                   help="separate mid and side, mid only (the side shared in mid's ratios) or each channel "
+                        "(default: the method's)")
+    p.add_argument("--prior-weight", type=float, default=None, help="weight of the prior term (default: the method's)")
+    p.add_argument("--segment-seconds", type=float, default=60.0,
+                   help="longest stretch optimised as one segment (default 60)")
+    p.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="memory a separation may use, e.g. 4G or 500M (default: a share of the memory free "
+                        "when it starts); long songs go through the priors in chunks that fit")
+
+
+def separation_options(args) -> dict:
+    """Separator keywords from the options of :func:`add_separation_options`."""
+    return dict(method=args.method, iterations=args.iterations, lr=args.lr, post=args.post, stereo=args.stereo,
+                prior_weight=args.prior_weight, segment_seconds=args.segment_seconds, device=args.device,
+                max_memory=args.max_memory)
+
+
+def register_cli(subparsers) -> None:
     p = subparsers.add_parser(
         "separate", help="separate audio files into stems with a bundle of trained flow priors",
         description="Separate each FILE (anything ffmpeg decodes: wav, flac, mp3, m4a/AAC, ogg, opus, the "
@@ -396,21 +423,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("--start", type=float, default=0.0, help="separate from this second on (default 0)")
     p.add_argument("--duration", type=float, default=None, help="separate this many seconds (default: to the end)")
     p.add_argument("-d", "--device", default="auto", help="auto (default), cpu or cuda")
-    p.add_argument("--iterations", type=int, default=150, help="Adam iterations (default 150)")
-    p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
-    p.add_argument("--post", choices=POSTS, default="wiener",
-                   help="post-filter: multichannel Wiener (default), ratio mask, or none (mixture phase only)")
-    p.add_argument("--stereo", choices=STEREO_MODES, default="midside",
-                   help="separate mid and side (default) or each channel")
-    p.add_argument("--prior-weight", type=float, default=0.0, help="weight of the prior term (default 0)")
-    p.add_argument("--segment-seconds", type=float, default=60.0,
-                   help="longest stretch optimised as one segment (default 60)")
-    known = _separator_parameters()
-    if "method" in known:
-        p.add_argument("--method", default=None, help="separation method (default: the Separator's)")
-    if "max_memory" in known:
-        p.add_argument("--max-memory", default=None, metavar="SIZE",
-                       help="bound on the memory a separation uses (default: the Separator's)")
+    add_separation_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cli)
 
@@ -418,11 +431,7 @@ def register_cli(subparsers) -> None:
 def _cli(args) -> int:
     out = check_writable_dir(args.out)
     priors = load_priors(args.prior, args.priors)
-    options = dict(iterations=args.iterations, lr=args.lr, post=args.post, stereo=args.stereo,
-                   prior_weight=args.prior_weight, segment_seconds=args.segment_seconds, device=args.device)
-    for key in ("method", "max_memory"):
-        if getattr(args, key, None) is not None:
-            options[key] = getattr(args, key)
+    options = separation_options(args)
     fmt = "mp3" if args.mp3 else "flac" if args.flac else "wav"
     depth = "int24" if args.int24 else "float32" if args.float32 else "int16"
     files = FileSeparator(priors, out, name=args.name, format=fmt, sample_format=depth, mp3_bitrate=args.mp3_bitrate,
