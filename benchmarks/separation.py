@@ -16,6 +16,11 @@ per iteration over every segment and channel) and batched + stacked (all priors 
 Reported: seconds per iteration and the real-time factor (compute seconds per audio second) of a
 separation with the chosen number of iterations, measured and extrapolated to 150 iterations.
 
+Methods (``--methods``, needs --data and --prior): every separation method on the same priors and the same
+songs (standard protocol, Wiener post-filter): the mean SDR per target at the method's own settings, the
+SDR after each of ``--curve`` iterations (one run to the largest, estimates kept at each point), and the
+real-time factor of a run at the method's own settings.
+
 Results are printed and saved to <out>.json and <out>.md (default benchmarks/results/separation).
 """
 from __future__ import annotations
@@ -47,12 +52,7 @@ def quality(args) -> dict:
     seconds = {mode: 0.0 for mode in args.stereo}
     audio_seconds = 0.0
     for track in iter_tracks(args.data, args.subset, args.tracks):
-        if args.excerpt:
-            a = int(args.offset * track.rate)
-            cut = slice(a, a + int(args.excerpt * track.rate))
-            track.mixture = track.mixture[:, cut]
-            track.sources = {k: v[:, cut] for k, v in track.sources.items()}
-            track.references = {k: v[:, cut] for k, v in track.references.items()}
+        track = _excerpt(track, args)
         targets = [n for n in priors if n in track.references]
         if not targets:
             raise SystemExit(f"none of the priors ({', '.join(priors)}) is a stem of {track.name}")
@@ -86,6 +86,70 @@ def quality(args) -> dict:
             "iterations": args.iterations, "sdr": table,
             "rtf_wiener": {m: seconds[m] / audio_seconds for m in seconds},
             "prior_profile": next(iter(priors.values())).config.profile}
+
+
+# ---- methods -----------------------------------------------------------------------------------------
+def _excerpt(track, args):
+    if args.excerpt:
+        a = int(args.offset * track.rate)
+        cut = slice(a, a + int(args.excerpt * track.rate))
+        track.mixture = track.mixture[:, cut]
+        track.sources = {k: v[:, cut] for k, v in track.sources.items()}
+        track.references = {k: v[:, cut] for k, v in track.references.items()}
+    return track
+
+
+def methods(args) -> dict:
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from flowsep.evaluate import iter_tracks, score_track, scores_frame, summarize
+    from flowsep.separate import METHODS, Separator
+    from flowsep.separate_files import load_priors
+
+    priors = load_priors(args.prior, args.bundle)
+    curve = sorted(set(args.curve))
+    stores: dict[tuple, list] = {}
+    seconds = {m: 0.0 for m in args.methods}
+    audio = 0.0
+    for track in iter_tracks(args.data, args.subset, args.tracks):
+        track = _excerpt(track, args)
+        targets = [n for n in priors if n in track.references]
+        audio += track.mixture.shape[1] / track.rate
+        for m in args.methods:
+            own = METHODS[m].iterations
+            # the method at its own settings: timed, scored
+            sep = Separator(priors, method=m, device=args.device, progress=False)
+            t0 = time.perf_counter()
+            est = sep(track.mixture, track.rate)
+            seconds[m] += time.perf_counter() - t0
+            stores.setdefault((m, own), []).append(
+                score_track(track.references, {k: est[k] for k in targets}, track.rate, track_name=track.name))
+            # the curve: one run to the last point, the estimates kept at every point
+            points = [i for i in curve if i != own]
+            if points:
+                sep = Separator(priors, method=m, iterations=max(points), snapshots=points, device=args.device,
+                                progress=False)
+                result = sep.estimate(track.mixture, track.rate)
+                for i in points:
+                    mags = {k: torch.from_numpy(v).to(result.items.device) for k, v in result.snapshots[i].items()}
+                    est = dataclasses.replace(result, magnitudes=mags).render("wiener")
+                    stores.setdefault((m, i), []).append(
+                        score_track(track.references, {k: est[k] for k in targets}, track.rate,
+                                    track_name=track.name))
+        print(f"  scored {track.name}", flush=True)
+    rows = []
+    for (m, i), st in sorted(stores.items()):
+        sdr = summarize(scores_frame(st), "standard")["SDR"]
+        rows.append({"method": m, "iterations": i, "own": i == METHODS[m].iterations,
+                     **{k: float(v) for k, v in sdr.items()}, "mean": float(np.nanmean(sdr.to_numpy(float)))})
+    return {"data": str(args.data), "subset": args.subset, "tracks": len(stores[(args.methods[0],
+            METHODS[args.methods[0]].iterations)]), "excerpt": [args.offset, args.excerpt] if args.excerpt else None,
+            "priors": args.prior or args.bundle, "prior_profile": next(iter(priors.values())).config.profile,
+            "rows": rows, "rtf": {m: seconds[m] / audio for m in args.methods},
+            "settings": {m: dataclasses.asdict(METHODS[m]) for m in args.methods}}
 
 
 # ---- speed --------------------------------------------------------------------------------------------
@@ -159,6 +223,34 @@ def markdown(result: dict) -> str:
             lines.append(f"| {name} | " + " | ".join(f"{row[t]:.2f}" for t in targets) + f" | {row['mean']:.2f} |")
         lines += ["", "Real-time factor of InstGlow + Wiener (compute seconds per audio second): " +
                   ", ".join(f"{m} {v:.2f}" for m, v in q["rtf_wiener"].items()), ""]
+    mt = result.get("methods")
+    if mt:
+        own = [r for r in mt["rows"] if r["own"]]
+        targets = [k for k in own[0] if k not in ("method", "iterations", "own", "mean")]
+        base = next((r for r in own if r["method"] == "instglow"), None)
+        lines += [f"# Separation methods: SDR (dB, museval v4, standard protocol, median over frames and tracks), "
+                  f"{mt['tracks']} track(s) of {mt['data']} ({mt['subset']}" +
+                  (f", {mt['excerpt'][1]:g} s from {mt['excerpt'][0]:g} s" if mt.get("excerpt") else "") +
+                  f"), priors at profile {mt['prior_profile']}, Wiener post-filter", "",
+                  "| method | iterations | " + " | ".join(targets) + " | mean | vs instglow | RTF | RTF vs instglow |",
+                  "|---" * (len(targets) + 6) + "|"]
+        for r in own:
+            rel = f"{r['mean'] - base['mean']:+.2f}" if base else "-"
+            rtf = mt["rtf"][r["method"]]
+            rrel = f"{rtf / mt['rtf']['instglow']:.2f}" if "instglow" in mt["rtf"] else "-"
+            lines.append(f"| {r['method']} | {r['iterations']} | " + " | ".join(f"{r[t]:.2f}" for t in targets) +
+                         f" | {r['mean']:.2f} | {rel} | {rtf:.2f} | {rrel} |")
+        methods_ = list(dict.fromkeys(r["method"] for r in mt["rows"]))
+        points = sorted({r["iterations"] for r in mt["rows"]})
+        lines += ["", "Mean SDR after N iterations (the method's own count in bold)", "",
+                  "| method | " + " | ".join(str(p) for p in points) + " |", "|---" * (len(points) + 1) + "|"]
+        for m in methods_:
+            cells = []
+            for p in points:
+                r = next((r for r in mt["rows"] if r["method"] == m and r["iterations"] == p), None)
+                cells.append("" if r is None else (f"**{r['mean']:.2f}**" if r["own"] else f"{r['mean']:.2f}"))
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines += ["", "Settings: " + "; ".join(f"{m}: {v['summary']}" for m, v in mt["settings"].items()), ""]
     s = result.get("speed")
     if s:
         r0 = s[0]
@@ -189,6 +281,10 @@ def main() -> None:
     ap.add_argument("--offset", type=float, default=0.0, help="start of the excerpt (seconds)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("-p", "--priors", dest="bundle", default=None, help="a prior bundle folder (instead of --prior)")
+    ap.add_argument("--methods", nargs="+", default=None, help="compare these separation methods (and nothing else)")
+    ap.add_argument("--curve", type=int, nargs="+", default=[10, 25, 50, 100, 150],
+                    help="methods: iterations at which the SDR is measured")
     ap.add_argument("--speed-only", action="store_true")
     ap.add_argument("--quality-only", action="store_true")
     ap.add_argument("--profiles", nargs="+", default=["cpu", "paper"], help="speed: prior profiles")
@@ -204,11 +300,15 @@ def main() -> None:
         import torch
         torch.set_num_threads(args.threads)
     result = {"command": " ".join(sys.argv), "note": args.note}
-    if not args.speed_only:
+    if args.methods:
+        if not (args.data and (args.prior or args.bundle)):
+            ap.error("--methods needs --data and --prior or -p")
+        result["methods"] = methods(args)
+    elif not args.speed_only:
         if not (args.data and args.prior):
-            ap.error("the quality part needs --data and --prior (or pass --speed-only)")
+            ap.error("the quality part needs --data and --prior (or pass --speed-only or --methods)")
         result["quality"] = quality(args)
-    if not args.quality_only:
+    if not args.quality_only and not args.methods:
         result["speed"] = speed(args)
     text = markdown(result)
     print(text)

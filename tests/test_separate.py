@@ -15,7 +15,8 @@ import torch
 import flowsep
 from flowsep.cli import main
 from flowsep.errors import FlowsepError
-from flowsep.separate import Separator, generalized_kl, overlap_add, plan_segments
+from flowsep.separate import (DEFAULT_METHOD, METHODS, Separator, generalized_kl, overlap_add,
+                              plan_segments)
 from flowsep.spectral import stft
 
 RATE = 8000  # the smoke profile's rate
@@ -224,6 +225,24 @@ def test_priors_are_left_untouched(priors, stems):
     assert all(torch.equal(before[k], v) for k, v in p.state_dict().items())
     assert all(q.grad is None for q in p.parameters())
     p.eval()
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_adds_up_and_beats_the_mixture(priors, stereo_stems, stereo_mix, method):
+    sep = Separator(priors, method=method, progress=False)
+    est = sep(stereo_mix, RATE)
+    assert np.abs(sum(est.values()) - stereo_mix).max() < 1e-4 * np.abs(stereo_mix).max()
+    for name, ref in stereo_stems.items():
+        for ch in range(2):
+            assert sdr(ref[ch], est[name][ch]) > sdr(ref[ch], stereo_mix[ch]) + 1.0, (method, name, ch)
+    assert sep.trace[-1] < sep.trace[0] and len(sep.trace) == METHODS[method].iterations + 1
+
+
+def test_method_settings_and_overrides(priors):
+    sep = Separator(priors, method="fast", iterations=7, stereo="midside", progress=False)
+    assert sep.iterations == 7 and sep.stereo == "midside" and sep.lr == METHODS["fast"].lr
+    assert Separator(priors, progress=False).method.name == DEFAULT_METHOD
+    assert "unknown separation method" in _one_line_error(lambda: Separator(priors, method="magic"))
 
 
 def test_published_algorithm_gives_its_saved_output():
