@@ -195,8 +195,9 @@ class CrossFade:
                  device=None, dtype=torch.float32):
         self.starts, self.length, self.frames = starts, length, frames
         self.weights = _crossfade_weights(length, starts, frames).to(device, dtype)
-        self.sum = torch.zeros(*lead, frames + length, device=device, dtype=dtype)
-        den = torch.zeros(frames + length, device=device, dtype=dtype)
+        span = max(frames, starts[-1] + length)  # segments end at the last frame, or pad a short clip
+        self.sum = torch.zeros(*lead, span, device=device, dtype=dtype)
+        den = torch.zeros(span, device=device, dtype=dtype)
         for i, s in enumerate(starts):
             den[s:s + length] += self.weights[i]
         self.den = den[:frames].clamp_min(1e-12)
@@ -584,7 +585,7 @@ class Separator:
         c = self.config
         items = 2 if midside else channels
         n_p = math.ceil(samples * c.sample_rate / rate)
-        frames = n_frames(n_p, c.hop) + length
+        frames = max(n_frames(n_p, c.hop), length)
         estimates = len(self.names) * (1 + len(self.snapshot_at)) * items * c.bins * frames * 4
         stems = len(self.names) * channels * samples * 4
         n_fft_in = max(4, round(c.n_fft * rate / c.sample_rate))
