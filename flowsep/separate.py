@@ -54,11 +54,11 @@ WIENER_WINDOW = 300  # frames per multichannel Wiener call, as in open-unmix
 RENDER_WINDOWS = 4   # Wiener windows per block of the post-filter
 # the share of the available memory a separation plans to use when no ``max_memory`` is given
 MEMORY_SHARE = 0.5
-# on a CPU, more parts in one batch do not run faster (the convolutions of one 60-s part already keep
-# every core busy: benchmarks/results/separation_memory_cpu.md), so a chunk stops growing here
+# on a CPU, more parts in one batch hardly run faster (4 parts: 4% less time per part than 1, measured in
+# benchmarks/results/separation_memory_cpu_chunks.md), so a chunk stops growing here
 CPU_CHUNK_BYTES = 2 * 2 ** 30
-# what a part really takes, per byte autograd saves for it (the forward's transients, the backward's
-# gradients, Adam's state); measured on the cpu and smoke profiles (benchmarks/separation_memory.py)
+# what a part takes, per byte autograd saves for it (the forward's transients, the backward's gradients,
+# Adam's state): an upper bound of what the cpu and smoke profiles were measured to take
 WORKSPACE_FACTOR = 2.0
 
 
