@@ -58,7 +58,8 @@ MEMORY_SHARE = 0.5
 # benchmarks/results/separation_memory_cpu_chunks.md), so a chunk stops growing here
 CPU_CHUNK_BYTES = 2 * 2 ** 30
 # what a part takes, per byte autograd saves for it (the forward's transients, the backward's gradients,
-# Adam's state): an upper bound of what the cpu and smoke profiles were measured to take
+# Adam's state), on the safe side: a 60-s part at the cpu profile is planned at 1.43 GB, and the whole
+# separation of it (with the post-filter) grew the process by 0.9 GB
 WORKSPACE_FACTOR = 2.0
 
 
