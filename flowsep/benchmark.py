@@ -223,7 +223,7 @@ def register_cli(subparsers) -> None:
                     "OUT/demo/<system>/<target>.wav.")
     p.add_argument("--data", default="synthetic", metavar="ROOT",
                    help="MUSDB18-format root (default: the profile's synthetic set, generated if missing)")
-    p.add_argument("--profile", default="cpu", help="smoke, cpu or paper (default: cpu)")
+    p.add_argument("--profile", default="cpu", help="smoke, cpu, gpu or paper (default: cpu)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the table, scores, models and demo")
     p.add_argument("--tracks", type=int, default=None, metavar="N", help="score only the first N test tracks")
     p.add_argument("--steps", type=int, default=None, help="training steps of every learned system "
@@ -248,7 +248,9 @@ def _cli(args) -> int:
     if args.iterations < 0:
         raise FlowsepError(f"--iterations must be 0 or more, got {args.iterations}")
     systems = [s.strip() for s in args.systems.split(",") if s.strip()] if args.systems else None
-    table = run_benchmark(args.data, args.profile, args.out, tracks=args.tracks, steps=args.steps,
+    from .data.musdb import resolve_root
+
+    table = run_benchmark(resolve_root(args.data), args.profile, args.out, tracks=args.tracks, steps=args.steps,
                           iterations=args.iterations, protocol=args.protocol, device=args.device,
                           systems=systems, demo_seconds=args.demo_seconds, progress=not args.quiet,
                           log=(lambda *a: None) if args.quiet else print, priors=args.priors)

@@ -287,7 +287,7 @@ def register_cli(subparsers) -> None:
                        description="Train one prior per source of a MUSDB18-format root into OUT and write "
                                    "OUT/bundle.json. An interrupted build continues with --resume.")
     b.add_argument("--data", required=True, metavar="ROOT", help="MUSDB18-format root (e.g. from flowsep synth)")
-    b.add_argument("--profile", default="cpu", help="smoke, cpu or paper (default: cpu)")
+    b.add_argument("--profile", default="cpu", help="smoke, cpu, gpu or paper (default: cpu)")
     b.add_argument("--out", required=True, metavar="DIR", help="the bundle folder; its name is the bundle's name")
     b.add_argument("--sources", default=None, metavar="LIST",
                    help="comma-separated stems (default: every stem of the data, e.g. vocals,drums,bass,other)")
@@ -308,7 +308,9 @@ def register_cli(subparsers) -> None:
 
 def _cli_build(args) -> int:
     sources = [s.strip() for s in args.sources.split(",") if s.strip()] if args.sources is not None else None
-    bundle = build_bundle(args.data, args.profile, args.out, sources=sources, steps=args.steps, seconds=args.seconds,
+    from .data.musdb import resolve_root
+
+    bundle = build_bundle(resolve_root(args.data), args.profile, args.out, sources=sources, steps=args.steps, seconds=args.seconds,
                           resume=args.resume, device=args.device, progress=not args.quiet,
                           log=(lambda *a: None) if args.quiet else print)
     print(f"wrote bundle {bundle.name} ({', '.join(bundle)}) to {args.out}")

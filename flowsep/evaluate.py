@@ -470,6 +470,7 @@ def register_cli(subparsers) -> None:
 
 
 def _cli(args) -> int:
+    from .data.musdb import resolve_root
     from .separate import Separator
     from .separate_files import check_writable_dir, load_priors, separation_options
 
@@ -478,6 +479,7 @@ def _cli(args) -> int:
         raise FlowsepError("give either -p BUNDLE or --prior NAME=CKPT ... (separate, then score) or --estimates DIR, "
                            "not both")
     check_writable_dir(args.out)
+    args.data = resolve_root(args.data)  # "musdb-preview": MUSDB18's previews, fetched once
     if separate:
         priors = load_priors(args.prior, args.priors)
         sep = Separator(priors, progress=not args.quiet, **separation_options(args))
