@@ -10,11 +10,13 @@ mixture's magnitude |X|::
     loss = D(|X| || sum_j x_j) + prior_weight * R(z)     D = generalized KL (I-divergence)
     R = 0.5*||z||^2 ("z" space)  or  -log p_j(x_j) ("x" space), per dimension
 
-with Adam on the z's, starting from z = 0, the mode of every prior's base density. The defaults are the
-settings of the published 4-stem results: z space, zero init, prior_weight 0 (the prior acts only through
-the reparametrisation and the start point), lr 0.01, 150 iterations. The magnitude estimates get the
-mixture's phase; a post-filter (ratio mask or multichannel Wiener filter, :mod:`openunmix.filtering`)
-makes them add up to the mixture at the input's own sample rate.
+with Adam on the z's, starting from z = 0, the mode of every prior's base density. The method
+``"instglow"`` (the default) has the settings of the published 4-stem results: z space, zero init,
+prior_weight 0 (the prior acts only through the reparametrisation and the start point), lr 0.01, 150
+iterations. The other :data:`METHODS` go beyond the paper (a shorter search; a mixture-consistent search
+over ratio masks); benchmarks/results/separation_methods_cpu.md compares them. The magnitude estimates
+get the mixture's phase; a post-filter (ratio mask or multichannel Wiener filter,
+:mod:`openunmix.filtering`) makes them add up to the mixture at the input's own sample rate.
 
 Engineering on top of the published method: stereo (each channel, or mid and side, is one batch item),
 inputs of any length in bounded memory, and one batched pass per prior per iteration for the segments
@@ -92,8 +94,8 @@ METHODS = {
     "consistent": Method("consistent", "masks", 40, 0.05, stereo="mid", warm_iterations=30, warm_lr=0.03,
                          summary=("a short latent search warm-starts ratio masks that always add up to the mixture; "
                                   "the masks then maximise the priors' likelihood of the stems; mid only")),
-    "fast": Method("fast", "latents", 40, 0.04, stereo="mid", summary=(
-        "the published search with a larger step and fewer of them, on mid only")),
+    "fast": Method("fast", "latents", 25, 0.04, summary=(
+        "the published search with a 4x larger step and 25 steps instead of 150")),
 }
 DEFAULT_METHOD = "instglow"
 
@@ -265,7 +267,9 @@ class SeparationResult:
     waveforms {name: (channels, samples)} at the input rate; ``render_blocks(post)`` gives them block by
     block, in bounded memory, for songs of any length.
 
-    ``trace``: the loss (mean over parts) after 0, 1, ..., iterations Adam steps; ``snapshots``:
+    ``trace``: the method's objective (the I-divergence, plus the prior term, for a latent search; the
+    priors' negative log-likelihood per dimension for a mask search), mean over parts, after 0, 1, ...,
+    iterations Adam steps; ``snapshots``:
     {iteration: {name: (items, bins, frames)}}; ``timings``: seconds (prepare, optimize, post);
     ``chunks``: how many chunks the parts went through the priors in.
     """
