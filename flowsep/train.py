@@ -423,6 +423,7 @@ def register_cli(sub) -> None:
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting of the profile, e.g. --set lr=3e-4 --set mixed_precision=false")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cli)
 
 
@@ -435,7 +436,7 @@ def _cli(args) -> int:
     if is_musdb_root(data) and not args.source:
         raise FlowsepError("--source is required with a MUSDB18-format root (e.g. --source vocals)")
     prior = train_prior(cfg, data, args.source, out=args.out, steps=args.steps, device=args.device,
-                        resume=args.resume, workers=args.workers, seconds=args.seconds)
+                        resume=args.resume, workers=args.workers, seconds=args.seconds, progress=not args.quiet)
     if _dist_info()[0] == 0:
         h = prior.history
         last = h["val_nll"][-1] / math.log(2) if h["val_nll"] else float("nan")
