@@ -21,7 +21,7 @@ VERBS = {
     "separate": "flowsep.separate_files",
     "evaluate": "flowsep.evaluate",
     "train-supervised": "flowsep.baselines.training",
-    "benchmark": "flowsep.benchmark",
+    "benchmark": "flowsep.comparison",
 }
 
 

@@ -1,4 +1,4 @@
-"""The comparison systems (flowsep.baselines) and the benchmark (flowsep.benchmark) on the synthetic set.
+"""The comparison systems (flowsep.baselines) and the benchmark (flowsep.comparison) on the synthetic set.
 
 Every supervised baseline trains a few smoke steps and separates audio of any shape; training resumes to
 the same weights; the oracles score far above the mixture; the smoke benchmark writes every row.
@@ -14,7 +14,7 @@ import torch
 
 from flowsep.baselines import (MODEL_NAMES, MixtureAsEstimate, OracleRatioMask, OracleWiener, SupervisedConfig,
                                WaveUNet, load_supervised, train_supervised, training_budget)
-from flowsep.benchmark import SYSTEMS, run_benchmark
+from flowsep.comparison import SYSTEMS, run_benchmark
 from flowsep.cli import main
 from flowsep.errors import FlowsepError
 from flowsep.evaluate import load_track, open_tracks
