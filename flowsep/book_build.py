@@ -306,6 +306,102 @@ def _use_local_mathjax(src: Path, mathjax: Path) -> None:
     (src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
+# ---- the Colab cell ------------------------------------------------------------------------------------
+#: The first code cell of every chapter, filled in by :func:`colab_cell`. On Colab it clones the repository
+#: at REF and installs it with the pins of its constraints.txt; anywhere else it does nothing.
+COLAB_CELL = '''\
+# On Colab: install flowsep from its repository at REF (the commit that rendered this book; the branch in
+# the repository's copy) with the pinned versions of constraints.txt, and FluidSynth for the synthetic
+# songs. Anywhere else this cell does nothing (install flowsep with `make setup`, see the preface).
+# If REPOSITORY cannot be reached, set it to a copy you can (a fork's URL, or the repository uploaded
+# to Colab as "file:///content/flowsep") and run this cell again.
+REPOSITORY = "{repository}"  # _config.yml's repository url
+REF = "{ref}"
+import sys
+
+if "google.colab" in sys.modules:
+    import ctypes.util, pathlib, shutil, subprocess
+    if ctypes.util.find_library("fluidsynth") is None:
+        subprocess.run("apt-get -qq update && apt-get -qq install -y libfluidsynth3", shell=True, check=True)
+    src = pathlib.Path("flowsep-src").resolve()
+    shutil.rmtree(src, ignore_errors=True)
+    try:
+        subprocess.run(["git", "clone", "-q", REPOSITORY, str(src)], check=True)
+        subprocess.run(["git", "-C", str(src), "checkout", "-q", REF], check=True)
+    except subprocess.CalledProcessError:
+        raise RuntimeError(f"cannot fetch {{REF}} of {{REPOSITORY}}: set REPOSITORY to a copy you can reach "
+                           "and run this cell again") from None
+    # every pin but torch and torchaudio: Colab's own builds match its GPU
+    pins = [line for line in (src / "constraints.txt").read_text().splitlines()
+            if not line.startswith(("torch==", "torchaudio=="))]
+    (src / "colab-constraints.txt").write_text("\\n".join(pins) + "\\n")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", str(src / "colab-constraints.txt"),
+                    str(src)], check=True)
+'''
+
+
+def repository(root=None) -> tuple[str, str]:
+    """``(url, branch)`` of ``_config.yml``'s ``repository`` section: where Colab installs flowsep from."""
+    import yaml
+
+    root = find_root(root)
+    repo = (yaml.safe_load((root / "_config.yml").read_text()) or {}).get("repository") or {}
+    if not repo.get("url"):
+        raise FlowsepError(f"{root / '_config.yml'} has no repository url; Colab would not know where to "
+                           "install flowsep from")
+    return str(repo["url"]).rstrip("/"), str(repo.get("branch") or "main")
+
+
+def commit(root=None) -> str | None:
+    """The commit checked out in the book's repository (``git rev-parse HEAD``), None outside git."""
+    try:
+        proc = subprocess.run(["git", "-C", str(find_root(root)), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else None
+
+
+def colab_cell(url: str, ref: str) -> str:
+    """The source of a chapter's first cell: installs flowsep from ``url`` at ``ref`` when on Colab."""
+    return COLAB_CELL.format(repository=url, ref=ref).rstrip("\n")
+
+
+def is_colab_cell(cell) -> bool:
+    return cell.get("cell_type") == "code" and 'if "google.colab" in sys.modules' in "".join(cell.get("source", ""))
+
+
+def write_colab_cells(root=None) -> list[Path]:
+    """Rewrite the first code cell of every chapter in ``book/`` from ``_config.yml`` (url and branch).
+
+    Run it after changing the repository in ``_config.yml``; tests/test_colab.py checks that the committed
+    chapters agree. Returns the notebooks changed.
+    """
+    import nbformat
+
+    root = find_root(root)
+    url, branch = repository(root)
+    changed = []
+    for path in chapters(root):
+        nb = nbformat.read(path, as_version=4)
+        cell = next(c for c in nb.cells if c.cell_type == "code")
+        if cell.source != colab_cell(url, branch):
+            cell.source = colab_cell(url, branch)
+            nbformat.write(nb, path)
+            changed.append(path)
+    return changed
+
+
+def pin_colab_cell(nb, url: str, ref: str):
+    """In an executed chapter (the rendered copy), make the Colab cell install ``url`` at ``ref``."""
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            if is_colab_cell(cell):
+                cell.source = colab_cell(url, ref)
+            break
+    return nb
+
+
 def assemble(root: Path, out: Path, executed: dict, timings: dict | None = None) -> tuple[Path, list[str]]:
     """Copy the book's sources to ``out/src`` with executed notebooks in place of the stripped ones.
 
@@ -330,6 +426,8 @@ def assemble(root: Path, out: Path, executed: dict, timings: dict | None = None)
     if mathjax is not None:  # else the pages load MathJax from its CDN
         _use_local_mathjax(src, mathjax)
     titles = {p.stem: _chapter_title(p) for p in chapters(root) if p in executed}
+    url, branch = repository(root)
+    ref = commit(root) or branch   # the Colab cell of the rendered pages installs this very commit
     left_out = []
     for entry in toc_files(root):
         path = _resolve(root, entry)
@@ -343,6 +441,7 @@ def assemble(root: Path, out: Path, executed: dict, timings: dict | None = None)
         target = src / path.relative_to(root)
         if path in executed:
             nb = staticize_widgets(nbformat.read(executed[path], as_version=4))
+            nb = pin_colab_cell(nb, url, ref)
             nbformat.write(nb, target)
         else:
             left_out.append(entry)
