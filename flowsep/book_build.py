@@ -29,6 +29,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -402,6 +403,81 @@ def pin_colab_cell(nb, url: str, ref: str):
     return nb
 
 
+# ---- audio and images beside the page ------------------------------------------------------------------
+#: a wav or png embedded as a data: URI in an HTML output (what IPython's Audio and flowsep.widgets write)
+_DATA_URI = re.compile(r'src="data:(audio/(?:x-)?wav|audio/wave|image/png);base64,([A-Za-z0-9+/=\s]+)"'
+                       r'(\s+type="audio/(?:x-)?wav")?')
+MEDIA_FOLDER = "_media"   # in the rendered sources; an html_extra_path, so its files land beside the pages
+
+
+def _compressed_audio(wav: bytes) -> tuple[bytes, str, str]:
+    """A wav file as MP3 (libsndfile's LAME encoder through soundfile), about a tenth of its size, which
+    every browser plays: (bytes, suffix, MIME type). A rate MP3 cannot hold stays wav."""
+    import io
+
+    import soundfile as sf
+
+    data, rate = sf.read(io.BytesIO(wav), dtype="float32", always_2d=True)
+    buf = io.BytesIO()
+    try:
+        sf.write(buf, data, rate, format="MP3", subtype="MPEG_LAYER_III")
+    except (sf.LibsndfileError, RuntimeError, ValueError):
+        return wav, ".wav", "audio/wav"
+    return buf.getvalue(), ".mp3", "audio/mpeg"
+
+
+def externalize_media(nb, folder: Path, prefix: str) -> int:
+    """Move the wav players and png images embedded in ``nb``'s HTML outputs to files in ``folder``.
+
+    Each ``data:`` URI becomes a file named by its content's hash (audio compressed to MP3) and the
+    output's ``src`` the relative URL ``prefix/<file>``; identical media share one file. The page then
+    holds links instead of megabytes of base64, and players load their sound only when asked
+    (``preload="metadata"``). The notebook is changed in place; returns the number of URIs replaced.
+    """
+    import base64
+
+    count = 0
+
+    def replace(match):
+        nonlocal count
+        kind, payload, wav_type = match.group(1), match.group(2), match.group(3)
+        raw = base64.b64decode("".join(payload.split()))
+        if kind.startswith("audio"):
+            data, suffix, mime = _compressed_audio(raw)
+        else:
+            data, suffix, mime = raw, ".png", None
+        name = hashlib.sha256(data).hexdigest()[:20] + suffix
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / name).is_file():
+            (folder / name).write_bytes(data)
+        count += 1
+        return f'src="{prefix}/{name}"' + (f' type="{mime}"' if wav_type else "")
+
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            html_ = data.get("text/html")
+            if not html_:
+                continue
+            text = "".join(html_) if isinstance(html_, list) else html_
+            if "data:" not in text:
+                continue
+            text = _DATA_URI.sub(replace, text)
+            text = re.sub(r"<audio(?![^>]*\bpreload=)", '<audio preload="metadata"', text)
+            data["text/html"] = text
+    return count
+
+
+def _serve_media(src: Path) -> None:
+    """Tell Sphinx to copy ``src/_media`` into the HTML as it is (an ``html_extra_path``)."""
+    import yaml
+
+    config = yaml.safe_load((src / "_config.yml").read_text())
+    sphinx_config = config.setdefault("sphinx", {}).setdefault("config", {})
+    sphinx_config["html_extra_path"] = list(sphinx_config.get("html_extra_path") or []) + [MEDIA_FOLDER]
+    (src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
 def assemble(root: Path, out: Path, executed: dict, timings: dict | None = None) -> tuple[Path, list[str]]:
     """Copy the book's sources to ``out/src`` with executed notebooks in place of the stripped ones.
 
@@ -429,6 +505,7 @@ def assemble(root: Path, out: Path, executed: dict, timings: dict | None = None)
     url, branch = repository(root)
     ref = commit(root) or branch   # the Colab cell of the rendered pages installs this very commit
     left_out = []
+    media = 0
     for entry in toc_files(root):
         path = _resolve(root, entry)
         if path.suffix == ".md" and timings is not None:
@@ -442,9 +519,14 @@ def assemble(root: Path, out: Path, executed: dict, timings: dict | None = None)
         if path in executed:
             nb = staticize_widgets(nbformat.read(executed[path], as_version=4))
             nb = pin_colab_cell(nb, url, ref)
+            rel = path.relative_to(root)
+            media += externalize_media(nb, src / MEDIA_FOLDER / rel.parent / f"{path.stem}_media",
+                                       f"{path.stem}_media")
             nbformat.write(nb, target)
         else:
             left_out.append(entry)
+    if media:
+        _serve_media(src)
     if left_out:
         toc = yaml.safe_load((root / "_toc.yml").read_text())
         _drop_entries(toc, set(left_out))

@@ -3,7 +3,8 @@
 Chapter: every chapter that plays audio ("The separation problem", "Training the source priors",
 "Evaluation"). Everything here renders as plain HTML (``<audio>`` elements holding the sound as a
 ``data:`` URI, spectrograms as embedded PNG images), so it plays in Jupyter, on Colab and in the
-static book alike, with no kernel behind it.
+static book alike, with no kernel behind it. In the rendered book, flowsep.book_build moves each sound
+to an MP3 file beside its page (and each image to a PNG file), so that pages stay light.
 
 Levels are never normalised (``IPython.display.Audio(..., normalize=False)``): a quiet stem sounds
 quiet next to its mixture, as it does in the song. A signal whose peak exceeds full scale is the one

@@ -6,9 +6,6 @@ of _toc.yml with papermill and renders the HTML once per test session.
 import ast
 import json
 import math
-import subprocess
-import sys
-import types
 
 import nbformat
 import pytest
@@ -57,28 +54,6 @@ def test_one_parameters_cell_with_the_book_parameters(path):
     assert not missing, f"{path.name}: the parameters cell lacks {sorted(missing)}"
     assert ast.literal_eval(names["PROFILE"]) == "cpu"
     assert ast.literal_eval(names["DATASET"]) == ""
-
-
-@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
-def test_first_code_cell_installs_flowsep_only_on_colab(path, monkeypatch):
-    source = code_cells(nbformat.read(path, as_version=4))[0].source
-    calls = []
-
-    def fake_run(cmd, *args, **kwargs):
-        calls.append(cmd)
-        return subprocess.CompletedProcess(cmd, 0)
-
-    monkeypatch.setattr(subprocess, "run", fake_run)
-    monkeypatch.setattr(subprocess, "check_call", fake_run)
-    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-    exec(compile(source, f"{path.name}[first cell]", "exec"), {})
-    assert calls == [], f"{path.name}: the first cell runs commands outside Colab"
-
-    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
-    exec(compile(source, f"{path.name}[first cell]", "exec"), {})
-    pip = [c for c in calls if "pip" in str(c) and "install" in str(c)]
-    assert pip and "flowsep @ git+https://github.com/flowsep/flowsep" in str(pip[-1]), \
-        f"{path.name}: on Colab the first cell must pip install flowsep from the repository"
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=IDS)

@@ -1,8 +1,12 @@
 """The rendered book in a real browser: headless Chromium opens every page over http.
 
-Per page: no console errors, every audio player loads a finite, positive duration, every image loads,
-every equation is typeset by the MathJax served with the book, and each chapter's Colab button opens
-that chapter's notebook in the repository.
+Per page: under 10 MB, no console errors, every audio player loads a finite, positive duration from a
+compressed file beside the page (no sound inside the HTML), every image loads, every equation is typeset
+by the MathJax served with the book, and each chapter's Colab button opens that chapter's notebook in
+the repository.
+
+FLOWSEP_BUILT_BOOK=<build folder> (e.g. _build) tests the HTML of an earlier build instead of building
+the book at the smoke profile; pages that build did not render are skipped.
 
 Console errors that are ignored, because the test machine is offline and nothing of ours causes them:
 failed loads of resources from other hosts than the local server (fonts from CDNs) and of
@@ -10,6 +14,7 @@ failed loads of resources from other hosts than the local server (fonts from CDN
 """
 import functools
 import http.server
+import os
 import re
 import threading
 from urllib.parse import urlparse
@@ -26,6 +31,22 @@ PAGES = book_build.toc_files(ROOT)
 CHAPTER_ENTRIES = {str(p.relative_to(ROOT).with_suffix("")) for p in book_build.chapters(ROOT)}
 
 pytestmark = pytest.mark.slow
+MAX_PAGE_BYTES = 10 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def book(request):
+    """The session's smoke build (``built_book`` of conftest), or the build named by $FLOWSEP_BUILT_BOOK."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    folder = os.environ.get("FLOWSEP_BUILT_BOOK")
+    if not folder:
+        return request.getfixturevalue("built_book")
+    html = Path(folder).resolve() / "html"
+    if not (html / "index.html").is_file():
+        pytest.fail(f"FLOWSEP_BUILT_BOOK={folder}: no html/index.html there; build the book first")
+    return SimpleNamespace(root=ROOT, out=html.parent, html=html)
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -34,8 +55,8 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def server(built_book):
-    handler = functools.partial(QuietHandler, directory=str(built_book.html))
+def server(book):
+    handler = functools.partial(QuietHandler, directory=str(book.html))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -96,7 +117,8 @@ const images = Promise.all(Array.from(document.images).map(img => new Promise(re
     img.addEventListener('load', () => resolve([img.currentSrc.slice(0, 80), img.naturalWidth]), {once: true});
     img.addEventListener('error', () => resolve([img.currentSrc.slice(0, 80), 0]), {once: true});
 })));
-Promise.all([durations, images]).then(([d, i]) => done({durations: d, images: i}));
+const sources = audio.map(a => a.currentSrc || a.src);
+Promise.all([durations, images]).then(([d, i]) => done({durations: d, images: i, sources: sources}));
 """
 
 
@@ -114,7 +136,13 @@ if (!window.MathJax || !window.MathJax.startup || !window.MathJax.startup.promis
 
 
 @pytest.mark.parametrize("entry", PAGES)
-def test_page_in_chromium(entry, server, browser):
+def test_page_in_chromium(entry, book, server, browser):
+    page = book.html / f"{entry}.html"
+    if not page.is_file() and os.environ.get("FLOWSEP_BUILT_BOOK"):
+        pytest.skip(f"{entry} is not in the build at $FLOWSEP_BUILT_BOOK")
+    text = page.read_text()
+    assert page.stat().st_size < MAX_PAGE_BYTES, f"{entry}: {page.stat().st_size / 2**20:.1f} MB"
+    assert "data:audio" not in text, f"{entry}: sound embedded in the HTML instead of a file beside the page"
     browser.get(f"{server}/{entry}.html")
     browser.get_log("browser")  # drop what the previous page left
     browser.refresh()
@@ -122,6 +150,10 @@ def test_page_in_chromium(entry, server, browser):
     errors = [e for e in browser.get_log("browser") if e.get("level") == "SEVERE" and not ignorable(e, server)]
     assert not errors, f"{entry}: console errors: {[e['message'][:200] for e in errors]}"
 
+    sources = media["sources"]
+    folder = f"{server}/{entry}_media/"
+    away = [src for src in sources if not (src.startswith(folder) and src.endswith((".mp3", ".wav")))]
+    assert not away, f"{entry}: players whose sound is not a file in {entry}_media/: {away[:3]}"
     durations = media["durations"]
     bad = [d for d in durations if not (isinstance(d, (int, float)) and 0 < d < float("inf"))]
     assert not bad, f"{entry}: {len(bad)} of {len(durations)} audio players have no finite duration"
@@ -141,3 +173,41 @@ def test_page_in_chromium(entry, server, browser):
         assert set(links) == {expected_colab_url(entry)}, f"{entry}: Colab links {links}"
     else:
         assert not links, f"{entry} is not a notebook but has a Colab button"
+
+
+def test_every_page_is_under_10_mb(book):
+    """Pages people can open: no page (with what it embeds) over 10 MB; the media live beside it."""
+    sizes = {str(p.relative_to(book.html)): p.stat().st_size for p in book.html.rglob("*.html")}
+    assert sizes
+    big = {k: f"{v / 2**20:.1f} MB" for k, v in sizes.items() if v >= MAX_PAGE_BYTES}
+    assert not big, f"pages over 10 MB: {big}"
+
+
+def test_players_and_images_become_files_beside_the_page(tmp_path):
+    """book_build.externalize_media: wav players -> MP3 files, png data URIs -> files, one file per content."""
+    import io
+
+    import nbformat
+    import numpy as np
+    import soundfile as sf
+    from IPython.display import Audio
+
+    from flowsep import widgets
+
+    x = 0.1 * np.sin(np.arange(22050) / 10)
+    html_outputs = [widgets.audio_tag(x, 22050), Audio(x, rate=22050, normalize=False)._repr_html_(),
+                    widgets.spectrogram_player(x, 22050).data, widgets.audio_tag(x, 22050)]
+    cell = nbformat.v4.new_code_cell("", outputs=[
+        nbformat.v4.new_output("display_data", data={"text/html": h, "text/plain": "<player>"})
+        for h in html_outputs])
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    assert book_build.externalize_media(nb, tmp_path / "ch_media", "ch_media") == 5
+    files = sorted(p.name for p in (tmp_path / "ch_media").iterdir())
+    assert sorted(f[-4:] for f in files) == [".mp3", ".png"], files  # the same sound twice: one file
+    for out in cell.outputs:
+        text = out.data["text/html"]
+        assert "data:" not in text and 'preload="metadata"' in text and 'src="ch_media/' in text
+    assert 'type="audio/mpeg"' in cell.outputs[1].data["text/html"]  # IPython's <source type=...>
+    mp3 = next(p for p in (tmp_path / "ch_media").iterdir() if p.suffix == ".mp3")
+    data, rate = sf.read(io.BytesIO(mp3.read_bytes()))
+    assert rate == 22050 and abs(len(data) - 22050) < 3000 and 0.05 < np.abs(data).max() < 0.15
