@@ -11,11 +11,28 @@ every system, the oracles and the mixture-as-estimate bound included, scores the
 
 * ``table.md`` and ``table.csv``: one row per system; median SDR (dB) of vocals, drums, bass, other (by
   default the standard protocol: 1 s windows, median over windows then over tracks), their mean, the
-  training time (seconds, summed over the four priors for InstGlow) and the real-time factor of
-  separation (seconds of computing per second of audio);
-* ``benchmark.json``: the same numbers with the profile, protocol, budget and tracks;
+  training steps and seconds (summed over the four priors for InstGlow), the budget, the real-time factor
+  of separation (seconds of computing per second of audio), and the statistics over songs
+  (:func:`song_statistics`): ``song_mean``, the mean SDR over songs x targets (each song's SDR of a target:
+  its median over windows), with ``ci_low`` and ``ci_high``, a bootstrap 95% interval of it; and the paired
+  difference to InstGlow over the same songs (``diff_instglow`` with its interval, ``wins`` and ``losses``:
+  the songs on which the system's mean over targets is above, below InstGlow's). The table's title names
+  the budget: "equal training time: S s per system" or "equal steps: N";
+* ``benchmark.json``: the same numbers with the profile, protocol, budget and tracks, and ``per_track.csv``:
+  the SDR of every system, song and target;
+* ``ledger.md`` and ``ledger.csv``: the reproduction ledger (:mod:`flowsep.ledger`), every claim of the paper
+  with this run's value and a status, and every deviation of flowsep from the paper;
 * ``scores/<system>/``: museval's per-track JSON files and ``summary.csv`` of each system;
 * ``models/<system>.pt``: the supervised checkpoints (reused, or resumed, by the next run);
+  ``models/<system>-<S>s.pt`` and ``priors/seconds<S/4>/`` for a race at equal training time;
+
+Budgets. ``steps=N`` (or the profile's steps) is the step-matched race: every network, each prior and each
+supervised model, takes N steps of the same batch size and example length. ``train_seconds=S`` is the race
+at equal training time: every learned *system* gets S seconds of training (validation and checkpoint
+writing not counted, for every model alike; :func:`flowsep.train.run_steps`); InstGlow is a system of four
+networks trained one after the other, so each prior gets S/4 and the four together S. (Giving each prior
+S would grant InstGlow four times the compute of any other system; Open-Unmix, whose four per-target
+networks train together inside one step here, is held to S as a whole too.)
 * ``demo/<system>/<target>.wav`` for the first test track, and ``demo/reference/`` with its mixture
   and true stems: the book's grid of audio players (an excerpt of ``demo_seconds``, 16-bit).
 """
@@ -33,6 +50,12 @@ from . import __version__
 from .errors import FlowsepError
 
 TARGETS = ("vocals", "drums", "bass", "other")
+#: bootstrap resamples and seed of the intervals (fixed, so the same scores give the same interval)
+BOOTSTRAP = 2000
+BOOTSTRAP_SEED = 0
+TABLE_COLUMNS = ["system", "kind", "key", *TARGETS, "mean", "steps", "train_seconds", "budget_seconds", "rtf",
+                 "song_mean", "ci_low", "ci_high", "diff_instglow", "diff_ci_low", "diff_ci_high", "wins",
+                 "losses", "songs"]
 #: (key, name in the table, kind), in the order of the table
 SYSTEMS = (
     ("instglow", "InstGlow", "source-only"),
@@ -90,25 +113,109 @@ def _write_demo(folder: Path, audio: dict, rate: int, cut: slice) -> None:
         write_audio(folder / f"{name}.wav", np.asarray(a)[..., cut], rate)
 
 
+def _fmt(v, d) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"
+
+
 def _markdown(table: pd.DataFrame, title: str) -> str:
-    cols = ["system", "kind", *TARGETS, "mean", "train s", "RTF"]
+    cols = ["system", "kind", *TARGETS, "mean", "steps", "train s", "RTF", "song mean [95% CI]",
+            "vs InstGlow [95% CI]", "wins/losses"]
     lines = [f"# {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    fmt = lambda v, d: "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"  # noqa: E731
     for _, r in table.iterrows():
-        cells = [r["system"], r["kind"], *(fmt(r[t], 2) for t in TARGETS), fmt(r["mean"], 2),
-                 fmt(r["train_seconds"], 0), fmt(r["rtf"], 3)]
+        ci = f"{_fmt(r['song_mean'], 2)} [{_fmt(r['ci_low'], 2)}, {_fmt(r['ci_high'], 2)}]"
+        diff = ("-" if r["key"] == "instglow" or math.isnan(r["diff_instglow"]) else
+                f"{r['diff_instglow']:+.2f} [{r['diff_ci_low']:+.2f}, {r['diff_ci_high']:+.2f}]")
+        wl = "-" if diff == "-" else f"{int(r['wins'])}/{int(r['losses'])}"
+        cells = [r["system"], r["kind"], *(_fmt(r[t], 2) for t in TARGETS), _fmt(r["mean"], 2),
+                 _fmt(r["steps"], 0), _fmt(r["train_seconds"], 0), _fmt(r["rtf"], 3), ci, diff, wl]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
+def per_track_sdr(scores: pd.DataFrame, targets=TARGETS) -> pd.DataFrame:
+    """The SDR of every song and target: the median over its windows (or segments). Rows: songs; columns:
+    targets (NaN where every window of a target was dropped)."""
+    df = scores[(scores["metric"] == "SDR") & scores["target"].isin(targets)]
+    df = df.assign(score=pd.to_numeric(df["score"], errors="coerce"))
+    med = df.groupby(["track", "target"], sort=False)["score"].median().unstack("target")
+    return med.reindex(columns=list(targets))
+
+
+def bootstrap_mean(values: np.ndarray, n: int = BOOTSTRAP, seed: int = BOOTSTRAP_SEED) -> tuple[float, float, float]:
+    """The mean of a (songs, targets) array and a percentile-bootstrap 95% interval of it.
+
+    Songs are the independent units, so the resampling draws whole songs (every target of a drawn song);
+    with one song it draws targets instead. NaNs (targets with no valid window) are skipped.
+    Returns (mean, low, high); NaNs for an empty array.
+    """
+    v = np.asarray(values, dtype=float)
+    if v.ndim == 1:
+        v = v[None, :]
+    if not np.isfinite(v).any():
+        return math.nan, math.nan, math.nan
+    mean = float(np.nanmean(v))
+    rng = np.random.default_rng(seed)
+    if v.shape[0] >= 2:
+        idx = rng.integers(0, v.shape[0], size=(n, v.shape[0]))
+        draws = v[idx].reshape(n, -1)
+    else:
+        flat = v[0][np.isfinite(v[0])]
+        draws = flat[rng.integers(0, flat.size, size=(n, flat.size))]
+    with np.errstate(all="ignore"):
+        stats = np.nanmean(draws, axis=1)
+    stats = stats[np.isfinite(stats)]
+    low, high = np.percentile(stats, [2.5, 97.5])
+    return mean, float(low), float(high)
+
+
+def song_statistics(per_track: dict, reference: str = "instglow") -> pd.DataFrame:
+    """Per system: the mean SDR over songs x targets with its bootstrap interval, and the paired comparison
+    with ``reference`` over the songs both scored (difference of the per-song means over targets, its
+    bootstrap interval, and how many songs the system wins and loses). per_track: {key: per_track_sdr(...)}.
+    """
+    rows = {}
+    ref = per_track.get(reference)
+    for key, pt in per_track.items():
+        mean, low, high = bootstrap_mean(pt.to_numpy())
+        row = {"song_mean": mean, "ci_low": low, "ci_high": high, "songs": int(len(pt)),
+               "diff_instglow": math.nan, "diff_ci_low": math.nan, "diff_ci_high": math.nan,
+               "wins": math.nan, "losses": math.nan}
+        if ref is not None and key != reference:
+            songs = [s for s in pt.index if s in ref.index]
+            d = (pt.loc[songs] - ref.loc[songs]).to_numpy(dtype=float)  # (songs, targets)
+            if songs and np.isfinite(d).any():
+                row["diff_instglow"], row["diff_ci_low"], row["diff_ci_high"] = bootstrap_mean(d)
+                with np.errstate(all="ignore"):
+                    per_song = np.nanmean(d, axis=1)
+                row["wins"], row["losses"] = int((per_song > 0).sum()), int((per_song < 0).sum())
+        rows[key] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def budget_title(steps: int | None, train_seconds: float | None, budget: dict) -> str:
+    """The budget in words, as the table's title gives it."""
+    if train_seconds is not None:
+        return f"equal training time: {train_seconds:g} s per system (InstGlow: {train_seconds / 4:g} s per prior)"
+    if steps is None and budget.get("train_seconds"):
+        return f"the profile's training time: {budget['train_seconds']:g} s per network"
+    return f"equal steps: {steps if steps is not None else budget['steps']} per network"
+
+
+def _last_step(history) -> float:
+    steps = (history or {}).get("step") or []
+    return float(steps[-1]) if steps else math.nan
+
+
 def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None, steps: int | None = None,
                   iterations: int = 150, protocol: str = "standard", device="auto", systems=None,
-                  demo_seconds: float = 10.0, progress: bool = True, log=print, priors=None) -> pd.DataFrame:
+                  demo_seconds: float = 10.0, progress: bool = True, log=print, priors=None,
+                  train_seconds: float | None = None) -> pd.DataFrame:
     """Train, separate, score; write the table, the scores and the demo (see the module docstring).
 
     data: a MUSDB18-format root, or None / "synthetic" for the profile's synthetic set. tracks: None (every
-    test track), the first N, or a list of names. steps: training steps of every learned system (default:
-    the profile's budget). iterations: InstGlow's separation iterations. systems: a subset of
+    test track), the first N, or a list of names. steps: training steps of every learned network (default:
+    the profile's budget). train_seconds: instead, seconds of training of every learned system (InstGlow's
+    four priors S/4 each; see the module docstring). iterations: InstGlow's separation iterations. systems: a subset of
     :data:`SYSTEM_KEYS` (default: all). priors: a prior bundle folder (:mod:`flowsep.bundle`) that InstGlow
     separates with instead of training its priors (its training seconds come from bundle.json). Returns the
     table as a DataFrame.
@@ -124,6 +231,10 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
         raise FlowsepError(f"unknown protocol {protocol!r}; use 'standard' or 'paper'")
     if steps is not None and steps <= 0:
         raise FlowsepError(f"--steps must be positive, got {steps}")
+    if train_seconds is not None and steps is not None:
+        raise FlowsepError("give a budget in --steps or in --train-seconds, not both")
+    if train_seconds is not None and not (train_seconds > 0 and math.isfinite(train_seconds)):
+        raise FlowsepError(f"--train-seconds must be positive, got {train_seconds}")
     chosen = list(SYSTEM_KEYS) if systems is None else list(systems)
     unknown = [s for s in chosen if s not in SYSTEM_KEYS]
     if unknown or not chosen:
@@ -145,36 +256,50 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
     for key, title, kind in SYSTEMS:
         if key not in chosen:
             continue
-        train_seconds = math.nan
+        spent, n_steps, allowed = math.nan, math.nan, math.nan
         if key == "instglow" and priors is not None:
             from .bundle import load_bundle
             bundle = load_bundle(priors)
             log(f"[{title}] priors of bundle {bundle.name}")
-            train_seconds = sum(float(e.get("seconds", math.nan)) for e in bundle.manifest["sources"].values())
+            spent = sum(float(e.get("seconds", math.nan)) for e in bundle.manifest["sources"].values())
+            n_steps = sum(float(e.get("steps", math.nan)) for e in bundle.manifest["sources"].values())
             system = Separator(dict(bundle), iterations=iterations, device=device, progress=False)
         elif key == "instglow":
             trained = {}
             for source in TARGETS:
                 log(f"[{title}] prior {source}")
-                trained[source] = ensure_prior(source, profile, dataset=root, steps=steps, device=device,
-                                               progress=progress)
-            train_seconds = sum(float(getattr(p, "history", {}).get("seconds", math.nan)) for p in trained.values())
+                if train_seconds is None:
+                    trained[source] = ensure_prior(source, profile, dataset=root, steps=steps, device=device,
+                                                   progress=progress)
+                else:  # its own bundle, so that the book's step-budget priors stay as they are
+                    from .bundle import train_into_bundle
+                    from .prior import PriorConfig
+                    trained[source] = train_into_bundle(
+                        out / "priors" / f"seconds{train_seconds / 4:g}", source, PriorConfig.preset(profile), root,
+                        seconds=train_seconds / 4, device=device, progress=progress, resume=True,
+                        retrain_other_config=True)
+            histories = [getattr(p, "history", {}) or {} for p in trained.values()]
+            spent = sum(float(h.get("seconds", math.nan)) for h in histories)
+            n_steps = sum(_last_step(h) for h in histories)
+            allowed = train_seconds if train_seconds is not None else math.nan
             system = Separator(trained, iterations=iterations, device=device, progress=False)
         elif kind == "supervised":
             log(f"[{title}] training")
-            system = ensure_supervised(key, root, profile, out / "models" / f"{key}.pt", steps=steps,
-                                       device=device, progress=progress)
-            train_seconds = system.train_seconds
+            name = f"{key}.pt" if train_seconds is None else f"{key}-{train_seconds:g}s.pt"
+            system = ensure_supervised(key, root, profile, out / "models" / name, steps=steps,
+                                       seconds=train_seconds, device=device, progress=progress)
+            spent, n_steps = system.train_seconds, _last_step(system.history)
+            allowed = train_seconds if train_seconds is not None else math.nan
         elif key == "oracle-irm":
             system = OracleRatioMask(TARGETS)
         elif key == "oracle-mwf":
             system = OracleWiener(TARGETS)
         else:
             system = MixtureAsEstimate(TARGETS)
-        built[key] = (title, kind, system, train_seconds)
+        built[key] = (title, kind, system, (n_steps, spent, allowed))
 
-    demo = None
-    for key, (title, kind, system, train_seconds) in built.items():
+    demo, per_track = None, {}
+    for key, (title, kind, system, (n_steps, spent, allowed)) in built.items():
         log(f"[{title}] separating and scoring {len(names)} track(s)")
         timed = TimedSystem(system)
         result = evaluate_separator(timed, root, "test", names, out=out / "scores" / key, protocol=protocol,
@@ -183,8 +308,10 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
         row = {"system": title, "kind": kind, "key": key,
                **{t: float(sdr.get(t, math.nan)) for t in TARGETS}}
         row["mean"] = float(np.nanmean([row[t] for t in TARGETS]))
-        row["train_seconds"], row["rtf"] = train_seconds, timed.real_time_factor
+        row["steps"], row["train_seconds"], row["budget_seconds"] = n_steps, spent, allowed
+        row["rtf"] = timed.real_time_factor
         rows.append(row)
+        per_track[key] = per_track_sdr(result.scores)
         if demo_seconds is not None and timed.first is not None:
             if demo is None:  # the first test track: its mixture and true stems, once
                 track = load_track(listed[0])
@@ -193,24 +320,77 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
                 demo = (track.rate, cut)
             _write_demo(out / "demo" / key, {t: timed.first[t] for t in TARGETS if t in timed.first}, *demo)
 
-    table = pd.DataFrame(rows, columns=["system", "kind", "key", *TARGETS, "mean", "train_seconds", "rtf"])
-    title = (f"Median SDR (dB), {protocol} protocol, profile {profile}, {len(names)} test track(s) of "
-             f"{Path(root).name}")
+    stats = song_statistics(per_track)
+    for r in rows:
+        r.update(stats.loc[r["key"]].to_dict())
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    for col in ("wins", "losses", "songs"):
+        table[col] = table[col].astype("Int64")
+    in_words = budget_title(steps, train_seconds, budget)
+    title = (f"Median SDR (dB), {in_words}; {protocol} protocol, profile {profile}, {len(names)} test track(s) "
+             f"of {Path(root).name}")
+    long = pd.concat({k: v for k, v in per_track.items()}, names=["system", "track"]).reset_index()
+    with atomic_path(out / "per_track.csv") as tmp:
+        long.to_csv(tmp, index=False, float_format="%.4f")
     with atomic_path(out / "table.csv") as tmp:
         table.drop(columns="key").to_csv(tmp, index=False, float_format="%.4f")
-    note = (f"\nEvery learned system: {steps if steps is not None else budget['steps']} steps x batch "
-            f"{budget['batch_size']} x {budget['segment_seconds']:.3f} s examples "
-            f"(each prior: one source; each supervised model: mixtures with stems). "
-            f"InstGlow: {iterations} separation iterations. train s: training seconds (InstGlow: four priors); "
-            f"RTF: separation seconds per second of audio. flowsep {__version__}.\n")
+    if train_seconds is not None:
+        spec = (f"\nEvery learned system: {train_seconds:g} s of training (InstGlow: four priors of "
+                f"{train_seconds / 4:g} s), batches of {budget['batch_size']} x {budget['segment_seconds']:.3f} s "
+                f"examples. ")
+    else:
+        spec = (f"\nEvery learned network: {steps if steps is not None else budget['steps']} steps x batch "
+                f"{budget['batch_size']} x {budget['segment_seconds']:.3f} s examples "
+                f"(each prior: one source; each supervised model: mixtures with stems). ")
+    note = (spec + f"InstGlow: {iterations} separation iterations. steps and train s: training steps and seconds "
+            f"(InstGlow: its four priors together); RTF: separation seconds per second of audio. Song mean: the "
+            f"mean SDR over songs x targets, with a bootstrap 95% interval ({BOOTSTRAP} resamples of songs, seed "
+            f"{BOOTSTRAP_SEED}); vs InstGlow: the paired difference over the same songs, and the songs won/lost. "
+            f"flowsep {__version__}.\n")
     with atomic_path(out / "table.md") as tmp:
         tmp.write_text(_markdown(table, title) + note)
     info = {"flowsep_version": __version__, "profile": profile, "protocol": protocol, "data": str(root),
-            "tracks": names, "steps": steps if steps is not None else budget["steps"], "budget": budget,
-            "iterations": iterations, "systems": table.drop(columns="key").to_dict(orient="records")}
+            "tracks": names, "steps": steps if steps is not None and train_seconds is None else
+            (None if train_seconds is not None else budget["steps"]),
+            "train_seconds": train_seconds, "budget_title": in_words, "budget": budget,
+            "iterations": iterations, "bootstrap": {"resamples": BOOTSTRAP, "seed": BOOTSTRAP_SEED},
+            "systems": [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+                        for r in table.drop(columns="key").astype(object).to_dict(orient="records")]}
     with atomic_path(out / "benchmark.json") as tmp:
-        tmp.write_text(json.dumps(info, indent=2, default=float))
+        tmp.write_text(json.dumps(info, indent=2, default=_json_default))
+    _write_ledger(out, table, profile=profile, protocol=protocol, root=root, data=data, tracks=len(names),
+                  budget=in_words, instglow=built.get("instglow", (None, None, None))[2])
     return table
+
+
+def _json_default(v):
+    if v is pd.NA:
+        return None
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    return float(v)
+
+
+def is_synthetic(root) -> bool:
+    """True for a dataset flowsep generated (:func:`flowsep.data.synth.synthesize` writes its manifest there)."""
+    from .data.synth import MANIFEST
+
+    return (Path(root) / MANIFEST).is_file()
+
+
+def _write_ledger(out: Path, table: pd.DataFrame, *, profile, protocol, root, data, tracks, budget, instglow):
+    from . import ledger
+
+    synthetic = data is None or str(data) in ("", "synthetic") or is_synthetic(root)
+    settings = ledger.flowsep_settings(profile, instglow)
+    paired = table.set_index("key")[["diff_instglow", "diff_ci_low", "diff_ci_high"]].rename(
+        columns={"diff_instglow": "diff"})
+    claim_rows = ledger.claims(table, profile=profile, protocol=protocol, synthetic=synthetic, settings=settings,
+                               paired=paired)
+    deviation_rows = ledger.deviations(profile, data=Path(root).name, synthetic=synthetic, protocol=protocol,
+                                       tracks=tracks, budget=budget, settings=settings)
+    ledger.write_ledger(out, claim_rows, deviation_rows,
+                        f"Reproduction ledger: profile {profile}, {protocol} protocol, {budget}")
 
 
 # ---- command line -----------------------------------------------------------------------------------
@@ -226,8 +406,12 @@ def register_cli(subparsers) -> None:
     p.add_argument("--profile", default="cpu", help="smoke, cpu, gpu or paper (default: cpu)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the table, scores, models and demo")
     p.add_argument("--tracks", type=int, default=None, metavar="N", help="score only the first N test tracks")
-    p.add_argument("--steps", type=int, default=None, help="training steps of every learned system "
-                                                           "(default: the profile's budget)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, default=None, help="training steps of every learned network: the "
+                                                                "step-matched race (default: the profile's budget)")
+    budget.add_argument("--train-seconds", type=float, default=None, metavar="S",
+                        help="seconds of training of every learned system: the race at equal training time "
+                             "(InstGlow's four priors S/4 each; validation and checkpoints not counted)")
     p.add_argument("--iterations", type=int, default=150, help="InstGlow separation iterations (default 150)")
     p.add_argument("-p", "--priors", default=None, metavar="BUNDLE",
                    help="separate with this prior bundle instead of training InstGlow's priors")
@@ -253,8 +437,9 @@ def _cli(args) -> int:
     table = run_benchmark(resolve_root(args.data), args.profile, args.out, tracks=args.tracks, steps=args.steps,
                           iterations=args.iterations, protocol=args.protocol, device=args.device,
                           systems=systems, demo_seconds=args.demo_seconds, progress=not args.quiet,
-                          log=(lambda *a: None) if args.quiet else print, priors=args.priors)
-    cols = ["system", *TARGETS, "mean", "train_seconds", "rtf"]
+                          log=(lambda *a: None) if args.quiet else print, priors=args.priors,
+                          train_seconds=args.train_seconds)
+    cols = ["system", *TARGETS, "mean", "steps", "train_seconds", "rtf", "ci_low", "ci_high"]
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-    print(f"wrote {Path(args.out) / 'table.md'} and {Path(args.out) / 'table.csv'}")
+    print(f"wrote {Path(args.out) / 'table.md'}, {Path(args.out) / 'table.csv'} and {Path(args.out) / 'ledger.md'}")
     return 0

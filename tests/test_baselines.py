@@ -3,6 +3,7 @@
 Every supervised baseline trains a few smoke steps and separates audio of any shape; training resumes to
 the same weights; the oracles score far above the mixture; the smoke benchmark writes every row.
 """
+import json
 import math
 import shutil
 
@@ -17,6 +18,8 @@ from flowsep.baselines import (MODEL_NAMES, MixtureAsEstimate, OracleRatioMask, 
 from flowsep.comparison import SYSTEMS, run_benchmark
 from flowsep.cli import main
 from flowsep.errors import FlowsepError
+from flowsep import paper
+from flowsep.ledger import STATUSES
 from flowsep.evaluate import load_track, open_tracks
 
 TARGETS = ("vocals", "drums", "bass", "other")
@@ -167,19 +170,42 @@ def test_oracle_wiener_needs_the_stems(track):
 def test_benchmark_writes_every_row_and_the_demo(short_root, tmp_path, monkeypatch):
     monkeypatch.setenv("FLOWSEP_DATA", str(tmp_path / "data"))  # where the priors are kept
     out = tmp_path / "bench"
-    table = run_benchmark(short_root, "smoke", out, tracks=1, steps=2, iterations=2, demo_seconds=0.5,
+    # the race at equal training time: 2 s per system, 0.5 s per InstGlow prior
+    table = run_benchmark(short_root, "smoke", out, tracks=1, train_seconds=2.0, iterations=2, demo_seconds=0.5,
                           progress=False, log=None)
     names = [title for _, title, _ in SYSTEMS]
     assert list(table["system"]) == names
     csv = pd.read_csv(out / "table.csv")
     assert list(csv["system"]) == names
-    assert {"vocals", "drums", "bass", "other", "mean", "train_seconds", "rtf"} <= set(csv.columns)
+    assert {"vocals", "drums", "bass", "other", "mean", "steps", "train_seconds", "rtf", "ci_low", "ci_high",
+            "diff_instglow", "wins", "losses"} <= set(csv.columns)
     assert csv[list(TARGETS)].notna().all().all()
     assert (csv["rtf"] > 0).all()
     learned = csv["kind"].isin(["supervised", "source-only"])
     assert (csv.loc[learned, "train_seconds"] > 0).all() and csv.loc[~learned, "train_seconds"].isna().all()
+    # every learned system trained its budget (the run stops after the step that reaches it)
+    assert (csv.loc[learned, "train_seconds"] >= 2.0).all() and (csv.loc[learned, "budget_seconds"] == 2.0).all()
+    assert (csv.loc[learned, "steps"] >= 1).all() and csv.loc[~learned, "steps"].isna().all()
+    # the interval of every system holds its mean; the paired comparison is against InstGlow, over 1 song
+    assert (csv["ci_low"] <= csv["song_mean"] + 1e-9).all() and (csv["song_mean"] <= csv["ci_high"] + 1e-9).all()
+    others = csv[csv["system"] != "InstGlow"]
+    assert others["diff_instglow"].notna().all() and ((others["wins"] + others["losses"]) <= 1).all()
+    assert csv.loc[csv["system"] == "InstGlow", "diff_instglow"].isna().all()
     md = (out / "table.md").read_text()
     assert all(f"| {n} |" in md for n in names)
+    assert "equal training time: 2 s per system" in md.splitlines()[0]
+    info = json.loads((out / "benchmark.json").read_text())
+    assert info["train_seconds"] == 2.0 and info["steps"] is None
+    # the ledger: a row for every number of the paper's tables, each with a known status
+    ledger = pd.read_csv(out / "ledger.csv")
+    claims = ledger[ledger["part"] != "deviation"]
+    assert set(claims["status"]) <= set(STATUSES)
+    assert (claims["part"] == "4-stem MUSDB18").sum() == 4 * len(paper.MUSDB_TABLE)
+    assert (claims["part"] == "Slakh new sources").sum() == sum(
+        v is not None for r in paper.SLAKH_TABLE for v in r.sdr.values())
+    assert (claims["part"] == "separation settings").sum() == len(paper.SEPARATION_SETTINGS)
+    assert (ledger["part"] == "deviation").sum() >= 10
+    assert "Reproduction ledger" in (out / "ledger.md").read_text()
     # the oracles beat the mixture bound
     by = csv.set_index("system")["mean"]
     assert by["oracle IRM"] > by["mixture"] + 5 and by["oracle MWF"] > by["mixture"] + 5
@@ -189,7 +215,7 @@ def test_benchmark_writes_every_row_and_the_demo(short_root, tmp_path, monkeypat
             info = sf.info(out / "demo" / key / f"{t}.wav")
             assert (info.samplerate, info.channels, info.frames) == (44100, 1, 22050)
     assert (out / "demo" / "reference" / "mixture.wav").is_file()
-    assert (out / "models" / "demucs.pt").is_file()
+    assert (out / "models" / "demucs-2s.pt").is_file() and (out / "priors" / "seconds0.5" / "bass.pt").is_file()
 
 
 # ---- command line --------------------------------------------------------------------------------------
