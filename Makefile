@@ -7,12 +7,13 @@ PROFILE ?= cpu
 SYSTEM_TOOLS := ffmpeg:ffmpeg ffprobe:ffmpeg npm:npm chromium:chromium chromedriver:chromium-driver
 SYSTEM_LIBS := libfluidsynth.so.3:libfluidsynth3 libsndfile.so.1:libsndfile1
 
-.PHONY: setup system test book smoke-book clean-book strip help
+.PHONY: setup system test book smoke-book clean-book strip help assignments
 
 help:
 	@echo "make setup   - system packages (apt) and ./.venv with pinned Python packages"
 	@echo "make test    - setup, then the whole test suite (unit, CLI, chapters at the smoke profile, browser)"
 	@echo "make book    - setup, then every chapter executed at PROFILE=$(PROFILE) and rendered to _build/html"
+	@echo "make assignments - autograded assignments (otter-grader) from assignments/*.ipynb into _build/assignments"
 
 # MathJax 3, fetched by npm's own client by package name (`npm pack`) and checked against its published
 # sha512, so that the rendered book typesets its equations without a CDN; flowsep.book_build serves it with
@@ -62,6 +63,17 @@ test: setup
 
 book: setup
 	$(PY) -m flowsep.book_build --profile $(PROFILE)
+
+# Autograded assignments: otter assign turns each master notebook of assignments/ into a student notebook
+# (implementations blanked, public tests) and an autograder zip with the hidden tests, under
+# _build/assignments/<name>/{student,autograder}. Grade a submission without a container with
+# `.venv/bin/otter run -a _build/assignments/<name>/autograder/<name>-autograder_*.zip SUBMISSION.ipynb`.
+ASSIGNMENTS := $(wildcard assignments/*.ipynb)
+assignments: setup
+	@rm -rf _build/assignments
+	@for nb in $(ASSIGNMENTS); do name=$$(basename $$nb .ipynb); \
+	  (cd assignments && ../$(VENV)/bin/otter assign $$name.ipynb ../_build/assignments/$$name) || exit 1; \
+	  echo "_build/assignments/$$name: student/$$name.ipynb, autograder/"; done
 
 strip:
 	$(VENV)/bin/nbstripout book/*.ipynb
