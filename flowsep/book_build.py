@@ -42,6 +42,8 @@ from .io import atomic_path
 PROFILES = ("smoke", "cpu", "gpu", "paper")
 KERNEL = "python3"
 BOOK_FILES = ("_config.yml", "_toc.yml")   # besides the folders of the toc's files
+#: set to 1 for the chapters' kernels while the book is built (see flowsep.widgets.glue)
+BOOK_BUILD_ENV = "FLOWSEP_BOOK_BUILD"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 #: in a Markdown page of the book, replaced in the rendered copy by the timings of the build that rendered it
@@ -124,6 +126,8 @@ def execute(notebook: Path, dest: Path, parameters: dict, kernel: str = KERNEL) 
     from jupyter_client.kernelspec import NoSuchKernel
 
     dest.parent.mkdir(parents=True, exist_ok=True)
+    saved = os.environ.get(BOOK_BUILD_ENV)
+    os.environ[BOOK_BUILD_ENV] = "1"   # the kernel inherits it: flowsep.widgets.glue stores for the text
     try:
         pm.execute_notebook(str(notebook), str(dest), parameters=parameters, kernel_name=kernel,
                             cwd=str(notebook.parent), progress_bar=False, log_output=False)
@@ -133,6 +137,11 @@ def execute(notebook: Path, dest: Path, parameters: dict, kernel: str = KERNEL) 
         evalue = str(e.evalue).strip().splitlines()
         raise FlowsepError(f"{notebook.name} failed in cell {e.exec_count}: {e.ename}: "
                            f"{evalue[0][:300] if evalue else ''} (see {dest})") from None
+    finally:
+        if saved is None:
+            os.environ.pop(BOOK_BUILD_ENV, None)
+        else:
+            os.environ[BOOK_BUILD_ENV] = saved
 
 
 def failed_cells(nb) -> list[str]:

@@ -254,18 +254,38 @@ def separation_panel(priors: Mapping, mixture, rate: int, references: Mapping | 
 
 
 def glue(name: str, value, display: bool = False) -> None:
-    """Store a result under ``name`` for the book's text (myst-nb ``glue``).
+    """Store a result under ``name`` for the book's text (myst-nb ``glue``), or show it where no text can.
 
     The text of a chapter quotes numbers as ``{glue:text}`name:.2f```, so the rendered page shows the
-    numbers of its own run. numpy and torch scalars are stored as plain Python numbers. Where myst-nb is
-    not installed (e.g. on Colab) nothing is stored.
+    numbers of its own run. That markup is MyST: on Colab or in Jupyter it stays as it is written. So
+    the value is stored for the text only while ``make book`` executes the chapter (flowsep.book_build
+    sets ``$FLOWSEP_BOOK_BUILD``); anywhere else it is printed (``name = value``), or shown when
+    ``display`` is true (a table, a figure), so that a reader of the notebook gets the number the text
+    quotes. numpy and torch scalars are stored as plain Python numbers.
     """
+    import os
+
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
     if isinstance(value, np.generic):
         value = value.item()
-    try:
-        from myst_nb import glue as myst_glue
-    except ImportError:
-        return
-    myst_glue(name, value, display=display)
+    if os.environ.get("FLOWSEP_BOOK_BUILD") == "1":
+        try:
+            from myst_nb import glue as myst_glue
+        except ImportError:
+            pass
+        else:
+            myst_glue(name, value, display=display)
+            return
+    if display and not isinstance(value, (int, float, str)):
+        from IPython.display import display as show
+        show(value)
+    else:
+        print(f"{name} = {readable(value)}")
+
+
+def readable(value) -> str:
+    """A value as the text would quote it: floats to 4 significant digits, anything else as ``str``."""
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:.4g}"
+    return str(value)
