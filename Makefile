@@ -13,6 +13,7 @@ help:
 	@echo "make setup   - system packages (apt) and ./.venv with pinned Python packages"
 	@echo "make test    - setup, then the whole test suite (unit, CLI, chapters at the smoke profile, browser)"
 	@echo "make book    - setup, then every chapter executed at PROFILE=$(PROFILE) and rendered to _build/html"
+	@echo "               (HIDE_SOLUTIONS=1: the student edition, without the solutions)"
 	@echo "make assignments - autograded assignments (otter-grader) from assignments/*.ipynb into _build/assignments"
 
 # MathJax 3, fetched by npm's own client by package name (`npm pack`) and checked against its published
@@ -61,8 +62,9 @@ $(MATHJAX)/.stamp-$(MATHJAX_VERSION): | $(VENV)/.setup-stamp
 test: setup
 	$(PY) -m pytest -q tests
 
+# HIDE_SOLUTIONS=1: the student edition, the exercises without their solutions
 book: setup
-	$(PY) -m flowsep.book_build --profile $(PROFILE)
+	$(PY) -m flowsep.book_build --profile $(PROFILE)$(if $(filter-out 0,$(HIDE_SOLUTIONS)), --hide-solutions)
 
 # Autograded assignments: otter assign turns each master notebook of assignments/ into a student notebook
 # (implementations blanked, public tests) and an autograder zip with the hidden tests, under

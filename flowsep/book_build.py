@@ -487,12 +487,51 @@ def _serve_media(src: Path) -> None:
     (src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-def assemble(root: Path, out: Path, executed: dict, timings: dict | None = None) -> tuple[Path, list[str]]:
+# ---- the student edition -------------------------------------------------------------------------------
+def _is_marker(cell, name: str) -> bool:
+    return cell.get("cell_type") == "markdown" and "{" + name + "}" in "".join(cell.get("source", ""))
+
+
+def student_edition(nb):
+    """``nb`` without the solutions whose code runs in cells of their own (in place; returns it).
+
+    A solution with code is written as sphinx-exercise's gated directives: a Markdown cell with
+    ``{solution-start} LABEL``, the code cells, a Markdown cell with ``{solution-end}``. Sphinx's
+    ``hide_solutions`` drops the directives but not the cells between them, so they go here, start and
+    end included. Solutions written as one ``{solution}`` directive are left to ``hide_solutions``.
+    """
+    cells, inside = [], False
+    for cell in nb.cells:
+        if _is_marker(cell, "solution-start"):
+            inside = True
+        elif _is_marker(cell, "solution-end") and inside:
+            inside = False
+        elif not inside:
+            cells.append(cell)
+    if inside:
+        raise FlowsepError("a {solution-start} without a {solution-end}: the student edition would lose the rest")
+    nb.cells = cells
+    return nb
+
+
+def _hide_solutions(src: Path) -> None:
+    """Set sphinx-exercise's ``hide_solutions`` in the rendered copy's ``_config.yml``."""
+    import yaml
+
+    config = yaml.safe_load((src / "_config.yml").read_text())
+    config.setdefault("sphinx", {}).setdefault("config", {})["hide_solutions"] = True
+    (src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def assemble(root: Path, out: Path, executed: dict, timings: dict | None = None,
+             hide_solutions: bool = False) -> tuple[Path, list[str]]:
     """Copy the book's sources to ``out/src`` with executed notebooks in place of the stripped ones.
 
     executed: {notebook path in book/: executed copy}. Chapters without an executed copy are left out of
     the copied ``_toc.yml``. ``timings`` (see :func:`build`) replaces :data:`TIMINGS_MARKER` in the
-    Markdown pages. Returns (the source folder, the toc entries left out).
+    Markdown pages. ``hide_solutions``: the student edition, every solution left out (sphinx-exercise's
+    ``hide_solutions``, and :func:`student_edition` for solutions with code). Returns (the source folder,
+    the toc entries left out).
     """
     import nbformat
     import yaml
@@ -528,6 +567,8 @@ def assemble(root: Path, out: Path, executed: dict, timings: dict | None = None)
         if path in executed:
             nb = staticize_widgets(nbformat.read(executed[path], as_version=4))
             nb = pin_colab_cell(nb, url, ref)
+            if hide_solutions:
+                nb = student_edition(nb)
             rel = path.relative_to(root)
             media += externalize_media(nb, src / MEDIA_FOLDER / rel.parent / f"{path.stem}_media",
                                        f"{path.stem}_media")
@@ -536,6 +577,8 @@ def assemble(root: Path, out: Path, executed: dict, timings: dict | None = None)
             left_out.append(entry)
     if media:
         _serve_media(src)
+    if hide_solutions:
+        _hide_solutions(src)
     if left_out:
         toc = yaml.safe_load((root / "_toc.yml").read_text())
         _drop_entries(toc, set(left_out))
@@ -592,11 +635,12 @@ def render(src: Path, out: Path, strict: bool = False) -> Path:
 # ---- the whole build ---------------------------------------------------------------------------------
 def build(profile: str = "cpu", chapters_: list[str] | None = None, out="_build", strict: bool = False,
           dataset: str | None = None, device: str | None = None, root=None, kernel: str = KERNEL,
-          execute_chapters: bool = True, log=print) -> dict:
+          execute_chapters: bool = True, log=print, hide_solutions: bool = False) -> dict:
     """Execute the chosen chapters at ``profile`` and render the book. Returns the timings dict.
 
     A failing chapter does not stop the others; the HTML is rendered only when all chosen chapters ran.
-    ``execute_chapters=False`` only renders, from the executed copies of earlier runs.
+    ``execute_chapters=False`` only renders, from the executed copies of earlier runs. ``hide_solutions``
+    renders the student edition (no solutions; the chapters run with them all the same).
     """
     import nbformat
 
@@ -668,7 +712,8 @@ def build(profile: str = "cpu", chapters_: list[str] | None = None, out="_build"
         raise FlowsepError(f"{len(failures)} chapter(s) failed: " + " | ".join(failures))
 
     t0 = time.perf_counter()
-    src, left_out = assemble(root, out, executed, timings)
+    timings["hide_solutions"] = bool(hide_solutions)
+    src, left_out = assemble(root, out, executed, timings, hide_solutions=hide_solutions)
     for entry in left_out:
         log(f"  {entry}: not executed at PROFILE={profile} yet, left out of this build", flush=True)
     html_dir = render(src, out, strict)
@@ -699,6 +744,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default=None, help="auto, cpu or cuda for every chapter (default: auto)")
     parser.add_argument("--render-only", action="store_true",
                         help="execute nothing; render the executed copies of earlier runs at this profile")
+    parser.add_argument("--hide-solutions", action="store_true",
+                        help="render the student edition: the exercises without their solutions")
     parser.add_argument("--list", action="store_true", help="print the chapters of _toc.yml and exit")
     args = parser.parse_args(argv)
     try:
@@ -708,7 +755,7 @@ def main(argv=None) -> int:
                 print(nb.relative_to(root))
             return 0
         build(args.profile, args.chapters, args.out, args.strict, args.dataset, args.device,
-              execute_chapters=not args.render_only)
+              execute_chapters=not args.render_only, hide_solutions=args.hide_solutions)
     except FlowsepError as e:
         print(f"flowsep.book_build: error: {e}", file=sys.stderr)
         return 2
