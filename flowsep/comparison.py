@@ -117,18 +117,28 @@ def _fmt(v, d) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"
 
 
-def _markdown(table: pd.DataFrame, title: str) -> str:
-    cols = ["system", "kind", *TARGETS, "mean", "steps", "train s", "RTF", "song mean [95% CI]",
-            "vs InstGlow [95% CI]", "wins/losses"]
-    lines = [f"# {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+def format_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as text, as table.md and the book show it: dB with two decimals, "-" where a row has no value
+    (the oracles and the mixture have no training; InstGlow no difference to itself)."""
+    rows = []
     for _, r in table.iterrows():
         ci = f"{_fmt(r['song_mean'], 2)} [{_fmt(r['ci_low'], 2)}, {_fmt(r['ci_high'], 2)}]"
-        diff = ("-" if r["key"] == "instglow" or math.isnan(r["diff_instglow"]) else
+        diff = ("-" if r["key"] == "instglow" or pd.isna(r["diff_instglow"]) else
                 f"{r['diff_instglow']:+.2f} [{r['diff_ci_low']:+.2f}, {r['diff_ci_high']:+.2f}]")
         wl = "-" if diff == "-" else f"{int(r['wins'])}/{int(r['losses'])}"
-        cells = [r["system"], r["kind"], *(_fmt(r[t], 2) for t in TARGETS), _fmt(r["mean"], 2),
-                 _fmt(r["steps"], 0), _fmt(r["train_seconds"], 0), _fmt(r["rtf"], 3), ci, diff, wl]
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append({"system": r["system"], "kind": r["kind"], **{t: _fmt(r[t], 2) for t in TARGETS},
+                     "mean": _fmt(r["mean"], 2), "steps": _fmt(r["steps"], 0), "train s": _fmt(r["train_seconds"], 0),
+                     "RTF": _fmt(r["rtf"], 3), "song mean [95% CI]": ci, "vs InstGlow [95% CI]": diff,
+                     "wins/losses": wl})
+    return pd.DataFrame(rows)
+
+
+def _markdown(table: pd.DataFrame, title: str) -> str:
+    shown = format_table(table)
+    cols = list(shown.columns)
+    lines = [f"# {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in shown.iterrows():
+        lines.append("| " + " | ".join(str(r[c]) for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -209,13 +219,15 @@ def _last_step(history) -> float:
 def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None, steps: int | None = None,
                   iterations: int = 150, protocol: str = "standard", device="auto", systems=None,
                   demo_seconds: float = 10.0, progress: bool = True, log=print, priors=None,
-                  train_seconds: float | None = None) -> pd.DataFrame:
+                  train_seconds: float | None = None, models_dir=None) -> pd.DataFrame:
     """Train, separate, score; write the table, the scores and the demo (see the module docstring).
 
     data: a MUSDB18-format root, or None / "synthetic" for the profile's synthetic set. tracks: None (every
     test track), the first N, or a list of names. steps: training steps of every learned network (default:
     the profile's budget). train_seconds: instead, seconds of training of every learned system (InstGlow's
-    four priors S/4 each; see the module docstring). iterations: InstGlow's separation iterations. systems: a subset of
+    four priors S/4 each; see the module docstring). models_dir: where the trained models and time-budget
+    priors are kept (default: ``out``), so that runs in other folders can share them. iterations: InstGlow's
+    separation iterations. systems: a subset of
     :data:`SYSTEM_KEYS` (default: all). priors: a prior bundle folder (:mod:`flowsep.bundle`) that InstGlow
     separates with instead of training its priors (its training seconds come from bundle.json). Returns the
     table as a DataFrame.
@@ -242,6 +254,7 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
                            f"{', '.join(SYSTEM_KEYS)}")
     budget = training_budget(profile)
     out = check_writable_dir(out)
+    models_dir = Path(models_dir) if models_dir is not None else out
     if data is not None and str(data) not in ("", "synthetic"):
         from .data.musdb import is_musdb_root
         if not Path(data).is_dir() or not is_musdb_root(data):
@@ -275,8 +288,8 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
                     from .bundle import train_into_bundle
                     from .prior import PriorConfig
                     trained[source] = train_into_bundle(
-                        out / "priors" / f"seconds{train_seconds / 4:g}", source, PriorConfig.preset(profile), root,
-                        seconds=train_seconds / 4, device=device, progress=progress, resume=True,
+                        models_dir / "priors" / f"seconds{train_seconds / 4:g}", source, PriorConfig.preset(profile),
+                        root, seconds=train_seconds / 4, device=device, progress=progress, resume=True,
                         retrain_other_config=True)
             histories = [getattr(p, "history", {}) or {} for p in trained.values()]
             spent = sum(float(h.get("seconds", math.nan)) for h in histories)
@@ -286,7 +299,7 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
         elif kind == "supervised":
             log(f"[{title}] training")
             name = f"{key}.pt" if train_seconds is None else f"{key}-{train_seconds:g}s.pt"
-            system = ensure_supervised(key, root, profile, out / "models" / name, steps=steps,
+            system = ensure_supervised(key, root, profile, models_dir / "models" / name, steps=steps,
                                        seconds=train_seconds, device=device, progress=progress)
             spent, n_steps = system.train_seconds, _last_step(system.history)
             allowed = train_seconds if train_seconds is not None else math.nan
@@ -344,9 +357,9 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
                 f"(each prior: one source; each supervised model: mixtures with stems). ")
     note = (spec + f"InstGlow: {iterations} separation iterations. steps and train s: training steps and seconds "
             f"(InstGlow: its four priors together); RTF: separation seconds per second of audio. Song mean: the "
-            f"mean SDR over songs x targets, with a bootstrap 95% interval ({BOOTSTRAP} resamples of songs, seed "
-            f"{BOOTSTRAP_SEED}); vs InstGlow: the paired difference over the same songs, and the songs won/lost. "
-            f"flowsep {__version__}.\n")
+            f"mean SDR over songs x targets, with a bootstrap 95% interval ({BOOTSTRAP} resamples of the songs, "
+            f"of the targets when there is one song; seed {BOOTSTRAP_SEED}); vs InstGlow: the paired difference "
+            f"over the same songs, and the songs won/lost. flowsep {__version__}.\n")
     with atomic_path(out / "table.md") as tmp:
         tmp.write_text(_markdown(table, title) + note)
     info = {"flowsep_version": __version__, "profile": profile, "protocol": protocol, "data": str(root),
@@ -393,6 +406,55 @@ def _write_ledger(out: Path, table: pd.DataFrame, *, profile, protocol, root, da
                         f"Reproduction ledger: profile {profile}, {protocol} protocol, {budget}")
 
 
+def budget_curve(data=None, profile: str = "cpu", out="curve", budgets=(60.0, 180.0, 540.0), tracks=None,
+                 systems=("instglow", "openunmix"), models_dir=None, known=None, log=print,
+                 **kwargs) -> pd.DataFrame:
+    """Mean SDR of each system at several training-time budgets: how each grows with compute, where they cross.
+
+    For every budget S (seconds per system, as ``run_benchmark(train_seconds=S)``) the systems are trained
+    (or reused from ``models_dir``, e.g. the folder of a race at one of the budgets) and scored; the results
+    go to ``out/seconds<S>/`` and the curve to ``out/budget_curve.csv`` and ``out/budget_curve.md``: one row
+    per system and budget with the mean SDR over songs x targets, its bootstrap 95% interval, the median-based
+    mean of the table, the steps and seconds trained and the real-time factor. known: {budget: table} of races
+    already run on the same songs (e.g. the chapter's race at one of the budgets), taken as they are instead of
+    running again. kwargs go to :func:`run_benchmark`. Returns the curve.
+    """
+    from .io import atomic_path
+    from .separate_files import check_writable_dir
+
+    budgets = sorted(float(b) for b in budgets)
+    if len(budgets) < 1 or not all(b > 0 and math.isfinite(b) for b in budgets):
+        raise FlowsepError(f"budgets must be positive seconds, got {budgets}")
+    out = check_writable_dir(out)
+    models_dir = Path(models_dir) if models_dir is not None else out
+    rows = []
+    for b in budgets:
+        (log or (lambda *a: None))(f"[budget curve] {b:g} s per system")
+        table = (known or {}).get(b)
+        if table is None:
+            table = run_benchmark(data, profile, out / f"seconds{b:g}", tracks=tracks, train_seconds=b,
+                                  systems=list(systems), demo_seconds=None, models_dir=models_dir, log=log, **kwargs)
+        for _, r in table[table["key"].isin(systems)].iterrows():
+            rows.append({"system": r["system"], "key": r["key"], "budget_seconds": b, "song_mean": r["song_mean"],
+                         "ci_low": r["ci_low"], "ci_high": r["ci_high"], "mean": r["mean"], "steps": r["steps"],
+                         "train_seconds": r["train_seconds"], "rtf": r["rtf"], "songs": r["songs"]})
+    curve = pd.DataFrame(rows)
+    with atomic_path(out / "budget_curve.csv") as tmp:
+        curve.to_csv(tmp, index=False, float_format="%.4f")
+    lines = [f"# Mean SDR against training time: profile {profile}, {int(curve['songs'].max())} test song(s)", "",
+             "| system | budget s | steps | train s | song mean [95% CI] | median-based mean | RTF |",
+             "|---|---|---|---|---|---|---|"]
+    for _, r in curve.iterrows():
+        lines.append(f"| {r['system']} | {r['budget_seconds']:g} | {_fmt(r['steps'], 0)} | "
+                     f"{_fmt(r['train_seconds'], 0)} | {r['song_mean']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] | "
+                     f"{r['mean']:.2f} | {_fmt(r['rtf'], 3)} |")
+    lines.append(f"\nEvery system: the budget in seconds of training (InstGlow: four priors of a quarter each). "
+                 f"flowsep {__version__}.")
+    with atomic_path(out / "budget_curve.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return curve
+
+
 # ---- command line -----------------------------------------------------------------------------------
 def register_cli(subparsers) -> None:
     p = subparsers.add_parser(
@@ -406,12 +468,14 @@ def register_cli(subparsers) -> None:
     p.add_argument("--profile", default="cpu", help="smoke, cpu, gpu or paper (default: cpu)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the table, scores, models and demo")
     p.add_argument("--tracks", type=int, default=None, metavar="N", help="score only the first N test tracks")
-    budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=int, default=None, help="training steps of every learned network: the "
+    p.add_argument("--steps", type=int, default=None, help="training steps of every learned network: the "
                                                                 "step-matched race (default: the profile's budget)")
-    budget.add_argument("--train-seconds", type=float, default=None, metavar="S",
+    p.add_argument("--train-seconds", type=float, default=None, metavar="S",
                         help="seconds of training of every learned system: the race at equal training time "
                              "(InstGlow's four priors S/4 each; validation and checkpoints not counted)")
+    p.add_argument("--curve", default=None, metavar="S1,S2,...",
+                   help="instead of the table: mean SDR of InstGlow and Open-Unmix (or --systems) at each of "
+                        "these training-time budgets (seconds per system), written to OUT/budget_curve.md")
     p.add_argument("--iterations", type=int, default=150, help="InstGlow separation iterations (default 150)")
     p.add_argument("-p", "--priors", default=None, metavar="BUNDLE",
                    help="separate with this prior bundle instead of training InstGlow's priors")
@@ -434,6 +498,21 @@ def _cli(args) -> int:
     systems = [s.strip() for s in args.systems.split(",") if s.strip()] if args.systems else None
     from .data.musdb import resolve_root
 
+    if args.curve is not None:
+        try:
+            budgets = [float(b) for b in args.curve.split(",") if b.strip()]
+        except ValueError:
+            raise FlowsepError(f"--curve takes seconds separated by commas, got {args.curve!r}") from None
+        if args.steps is not None or args.train_seconds is not None:
+            raise FlowsepError("--curve sets the budgets itself; leave out --steps and --train-seconds")
+        curve = budget_curve(resolve_root(args.data), args.profile, args.out, budgets, tracks=args.tracks,
+                             systems=systems or ("instglow", "openunmix"), iterations=args.iterations,
+                             protocol=args.protocol, device=args.device, progress=not args.quiet,
+                             log=(lambda *a: None) if args.quiet else print)
+        print(curve[["system", "budget_seconds", "steps", "song_mean", "ci_low", "ci_high"]].to_string(
+            index=False, float_format=lambda v: f"{v:.2f}"))
+        print(f"wrote {Path(args.out) / 'budget_curve.md'}")
+        return 0
     table = run_benchmark(resolve_root(args.data), args.profile, args.out, tracks=args.tracks, steps=args.steps,
                           iterations=args.iterations, protocol=args.protocol, device=args.device,
                           systems=systems, demo_seconds=args.demo_seconds, progress=not args.quiet,

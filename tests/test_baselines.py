@@ -218,6 +218,19 @@ def test_benchmark_writes_every_row_and_the_demo(short_root, tmp_path, monkeypat
     assert (out / "models" / "demucs-2s.pt").is_file() and (out / "priors" / "seconds0.5" / "bass.pt").is_file()
 
 
+def test_budget_curve_trains_each_budget_and_shares_models(short_root, tmp_path, monkeypatch):
+    from flowsep.comparison import budget_curve
+    monkeypatch.setenv("FLOWSEP_DATA", str(tmp_path / "data"))
+    curve = budget_curve(short_root, "smoke", tmp_path / "curve", budgets=(1.0, 0.5), tracks=1,
+                         iterations=2, models_dir=tmp_path / "shared", progress=False, log=None)
+    assert list(curve["budget_seconds"]) == [0.5, 0.5, 1.0, 1.0] and set(curve["key"]) == {"instglow", "openunmix"}
+    assert (curve["train_seconds"] >= curve["budget_seconds"]).all()
+    assert ((curve["ci_low"] <= curve["song_mean"] + 1e-9) & (curve["song_mean"] <= curve["ci_high"] + 1e-9)).all()
+    assert (tmp_path / "shared" / "models" / "openunmix-1s.pt").is_file()
+    assert (tmp_path / "curve" / "budget_curve.csv").is_file()
+    assert (tmp_path / "curve" / "seconds0.5" / "table.csv").is_file()
+
+
 # ---- command line --------------------------------------------------------------------------------------
 def _cli_fails(argv, capsys):
     rc = main(argv)
@@ -243,6 +256,10 @@ def test_cli_bad_input_gives_one_line(synth_root, tmp_path, capsys):
                                     str(tmp_path / "b")], capsys)
     assert "unknown system" in _cli_fails(["benchmark", "--data", str(synth_root), "--profile", "smoke", "--out",
                                            str(tmp_path / "b"), "--systems", "instglow,unet"], capsys)
+    assert "--curve" in _cli_fails(["benchmark", "--data", str(synth_root), "--profile", "smoke", "--out",
+                                    str(tmp_path / "b"), "--curve", "1,two"], capsys)
+    assert "not both" in _cli_fails(["benchmark", "--data", str(synth_root), "--profile", "smoke", "--out",
+                                     str(tmp_path / "b"), "--steps", "2", "--train-seconds", "3"], capsys)
     with pytest.raises(FlowsepError, match="supervised"):
         from flowsep.io import save_torch
         save_torch({"format": "flowsep-prior"}, tmp_path / "prior.pt")
