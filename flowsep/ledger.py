@@ -222,7 +222,8 @@ def deviations(profile: str, *, data: str, synthetic: bool, protocol: str, track
         ("training data", "MUSDB18 train (Slakh2100, GuitarSet for new sources)",
          ("synthetic songs in MUSDB18 layout" if synthetic else "MUSDB18-format folder") + f": {data}",
          "flowsep/data/synth.py, flowsep/assets.py"),
-        ("training budget", f"1000 epochs, {pub.steps} steps x batch {pub.batch_size} per prior",
+        ("training budget", f"1000 epochs per prior (flowsep's paper profile: {pub.steps} steps x batch "
+                            f"{pub.batch_size})",
          budget, "flowsep/comparison.py run_benchmark"),
         ("training segments", "random 7-10 s pieces",
          f"priors {seg:.2f} s ({p.segment_frames} frames), supervised {sup.segment_seconds:.2f} s",
