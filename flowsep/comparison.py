@@ -461,8 +461,9 @@ def register_cli(subparsers) -> None:
         "benchmark", help="rerun the paper's comparison: InstGlow, supervised systems, oracles, on one budget",
         description="Train the InstGlow priors and the supervised systems (Open-Unmix, Demucs, Conv-TasNet, "
                     "Wave-U-Net) with one budget, separate the test tracks with every system (and the oracles "
-                    "and the mixture), score them with museval and write OUT/table.md, OUT/table.csv and "
-                    "OUT/demo/<system>/<target>.wav.")
+                    "and the mixture), score them with museval and write OUT/table.md, OUT/table.csv (with bootstrap "
+                    "intervals and paired differences to InstGlow), OUT/ledger.md and OUT/ledger.csv (the paper's "
+                    "claims beside this run, and flowsep's deviations) and OUT/demo/<system>/<target>.wav.")
     p.add_argument("--data", default="synthetic", metavar="ROOT",
                    help="MUSDB18-format root (default: the profile's synthetic set, generated if missing)")
     p.add_argument("--profile", default="cpu", help="smoke, cpu, gpu or paper (default: cpu)")
