@@ -56,11 +56,6 @@ def test_one_parameters_cell_with_the_book_parameters(path):
     assert ast.literal_eval(names["DATASET"]) == ""
 
 
-#: chapters whose exercises are still folded with {dropdown} and hide-cell instead of sphinx-exercise
-#: (they show their solutions in the student edition until they are converted)
-NOT_YET_EXERCISE_DIRECTIVES = {"06_evaluation"}
-
-
 def exercise_labels(nb):
     """(exercise labels, solution targets, code cells inside gated solutions) of a chapter."""
     import re
@@ -85,8 +80,6 @@ def test_exercises_with_solutions(path):
     nb = nbformat.read(path, as_version=4)
     starts = [i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and "## Exercises" in c.source]
     assert starts, f"{path.name}: no '## Exercises' section"
-    if path.stem in NOT_YET_EXERCISE_DIRECTIVES:
-        return
     assert any("## Summary" in c.source for c in nb.cells[:starts[0] + 1]), f"{path.name}: no summary"
     assert "In this chapter" in nb.cells[0].source, f"{path.name}: no objectives at the top"
     exercises, solutions, _ = exercise_labels(nb)
