@@ -35,10 +35,16 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import FlowsepError
+import nbformat
+import papermill as pm
+import torch
+import yaml
+from jupyter_client.kernelspec import NoSuchKernel
+
+from .constants import PROFILES
+from .errors import FlowsepError, exit_status
 from .io import atomic_path
 
-PROFILES = ("smoke", "cpu", "gpu", "paper")
 KERNEL = "python3"
 BOOK_FILES = ("_config.yml", "_toc.yml")   # besides the folders of the toc's files
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -71,8 +77,6 @@ def _toc_entries(node) -> list[str]:
 
 def toc_files(root) -> list[str]:
     """Every document of ``_toc.yml`` in reading order, as written there (no suffix, e.g. ``book/intro``)."""
-    import yaml
-
     root = Path(root)
     try:
         toc = yaml.safe_load((root / "_toc.yml").read_text())
@@ -119,9 +123,6 @@ def _sha256(path: Path) -> str:
 # ---- execution ---------------------------------------------------------------------------------------
 def execute(notebook: Path, dest: Path, parameters: dict, kernel: str = KERNEL) -> None:
     """Run one chapter on a fresh kernel with papermill, in the chapter's folder; write the result to ``dest``."""
-    import papermill as pm
-    from jupyter_client.kernelspec import NoSuchKernel
-
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         pm.execute_notebook(str(notebook), str(dest), parameters=parameters, kernel_name=kernel,
@@ -205,8 +206,6 @@ def staticize_widgets(nb):
 
 def _chapter_title(notebook: Path) -> str:
     """The first Markdown heading of a chapter notebook (its stem when it has none)."""
-    import nbformat
-
     for cell in nbformat.read(notebook, as_version=4).cells:
         if cell.cell_type == "markdown":
             for line in cell.source.splitlines():
@@ -271,7 +270,6 @@ def _machine(device: str | None = None) -> str:
     """The build machine in words: CPU cores, and the GPU the chapters use (if any)."""
     words = f"{os.cpu_count()} CPU cores"
     try:
-        import torch
         if torch.cuda.is_available() and device != "cpu":
             return words + f" with a {torch.cuda.get_device_name(0)} GPU"
     except ImportError:
@@ -294,8 +292,6 @@ def _use_local_mathjax(src: Path, mathjax: Path) -> None:
     lazily loaded parts included. When the book has a ``_static`` folder, Jupyter Book scans the other
     static paths too: then nothing is copied and the pages use the CDN.
     """
-    import yaml
-
     if (src / "_static").exists():
         return
     shutil.copytree(mathjax, src / "_mathjax" / "mathjax", dirs_exist_ok=True)
@@ -313,9 +309,6 @@ def assemble(root: Path, out: Path, executed: dict, timings: dict | None = None)
     the copied ``_toc.yml``. ``timings`` (see :func:`build`) replaces :data:`TIMINGS_MARKER` in the
     Markdown pages. Returns (the source folder, the toc entries left out).
     """
-    import nbformat
-    import yaml
-
     src = out / "src"
     if src.exists():
         shutil.rmtree(src)
@@ -408,8 +401,6 @@ def build(profile: str = "cpu", chapters_: list[str] | None = None, out="_build"
     A failing chapter does not stop the others; the HTML is rendered only when all chosen chapters ran.
     ``execute_chapters=False`` only renders, from the executed copies of earlier runs.
     """
-    import nbformat
-
     if profile not in PROFILES:
         raise FlowsepError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
     root = find_root(root)
@@ -511,21 +502,16 @@ def main(argv=None) -> int:
                         help="execute nothing; render the executed copies of earlier runs at this profile")
     parser.add_argument("--list", action="store_true", help="print the chapters of _toc.yml and exit")
     args = parser.parse_args(argv)
-    try:
+
+    def run():
         if args.list:
-            root = find_root()
-            for nb in chapters(root):
-                print(nb.relative_to(root))
+            for nb in chapters(find_root()):
+                print(nb.relative_to(find_root()))
             return 0
         build(args.profile, args.chapters, args.out, args.strict, args.dataset, args.device,
               execute_chapters=not args.render_only)
-    except FlowsepError as e:
-        print(f"flowsep.book_build: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("flowsep.book_build: interrupted", file=sys.stderr)
-        return 130
-    return 0
+
+    return exit_status(run, "flowsep.book_build")
 
 
 if __name__ == "__main__":
