@@ -26,7 +26,8 @@ def child(profile: str, variant: str, device: str, steps: int, batch: int | None
     import torch
 
     from flowsep import FlowPrior, PriorConfig
-    from flowsep.train import NLL, autocast_for
+    from flowsep.device import autocast_for
+    from flowsep.train import NLL
 
     cfg = PriorConfig.preset(profile)
     batch = batch or cfg.batch_size

@@ -40,8 +40,8 @@ POSTS = ("none", "mask", "wiener")
 def quality(args) -> dict:
     import numpy as np
 
-    from flowsep.evaluate import (MixtureAsEstimate, OracleRatioMask, iter_tracks, score_track,
-                                  scores_frame, summarize)
+    from flowsep.baselines.oracles import MixtureAsEstimate, OracleRatioMask
+    from flowsep.evaluate import iter_tracks, score_track, scores_frame, summarize
     from flowsep.separate import Separator
     from flowsep.separate_files import load_priors
 
@@ -177,11 +177,12 @@ def speed(args) -> list[dict]:
             if sep.device.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            sep(mix, rate)
+            result = sep.estimate(mix, rate)
+            result.render(sep.post, sep.wiener_iterations)
             if sep.device.type == "cuda":
                 torch.cuda.synchronize()
             total = time.perf_counter() - t0
-            t = dict(sep.timings)
+            t = dict(result.timings)
             per_it = t["optimize"] / args.speed_iterations
             fixed = total - t["optimize"]
             row = {"profile": profile, "mode": mode, "device": str(sep.device), "sources": args.sources,

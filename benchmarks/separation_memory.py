@@ -119,7 +119,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
-    from flowsep.assets import ensure_dataset
+    from flowsep.cache import ensure_dataset
     from flowsep.prior import FlowPrior, PriorConfig
     root = ensure_dataset(args.profile, progress=False)
     rows = []

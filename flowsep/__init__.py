@@ -9,6 +9,35 @@ The public API::
     sep = flowsep.Separator({"vocals": p1, "bass": p2}); stems = sep(mixture, sample_rate)
     priors = flowsep.load_bundle("data/priors/my-bundle")       # {source: FlowPrior}, checksums checked
     paths = flowsep.separate_file("song.mp3", priors, out="separated")   # one file per stem
+
+The modules, in the order the data flows (each imports only modules above it; the chapter that teaches it):
+
+    errors          the one exception for a user's mistake, and how commands report it       (all)
+    constants       targets, profiles, comparison systems and their names                    1, preface, 6
+    paper           the InstGlow paper's numbers and settings, once, with their source        1, 6
+    device          cpu/cuda, mixed precision, the processes of a distributed run            4, 5
+    io              atomic files, audio read/write, checkpoints' format check, data folder    (all)
+    progress        progress bars (off under FLOWSEP_PROGRESS=0)                              (all)
+    memory          sizes, free memory, what autograd saves (planning long separations)       5
+    spectral        STFT, resampling, mono, fit-length, segments and overlap-add              3
+    data/           synthetic MUSDB18 (voice, compose, synth), musdb roots, training chunks   1, 4
+    flows           Glow's layers, each with forward, inverse and log-determinant             2, 3
+    prior           FlowPrior: a Glow over magnitude spectrograms, its config and files       3, 4
+    trainer         the one training loop (budgets, schedule, resume, DDP) and its cache      4, 6
+    train           a prior's loss and data, `flowsep train`                                  4
+    filtering       ratio masks and the multichannel Wiener filter                            5, 6
+    separate        the Separator: likelihood separation through frozen priors               5
+    bundle          folders of trained priors with a manifest, `flowsep priors`              4, README
+    separate_files  songs on disk into stem files, `flowsep separate`                        README
+    baselines/      Open-Unmix, Demucs, Conv-TasNet, Wave-U-Net (training, separation), oracles 6
+    evaluate        museval scoring of separators and estimate folders, `flowsep evaluate`     6
+    cache           the book's datasets and priors, made once and reused                      every chapter
+    ledger          each claim of the paper beside this run's value, and flowsep's deviations 6
+    comparison      the paper's comparison rerun, `flowsep benchmark`                         6
+    analysis        what the chapters measure (log-dets by autograd, likelihood matrices)    2, 3, 4, 7
+    plots, widgets  figures, audio players and controls for the chapters                      every chapter
+    book_build      `make book`: run the chapters, render the book                            -
+    cli             the `flowsep` command; imports a verb's module only when it runs          -
 """
 __version__ = "0.1.0"
 

@@ -14,8 +14,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+import pandas as pd
 import torch
+import torchaudio
 
+from .data.chunks import SourceChunks
+from .data.musdb import open_db
 from .errors import FlowsepError
 from .prior import FlowPrior, PriorConfig
 from .spectral import resample, stft
@@ -51,8 +55,6 @@ def profile_table(profiles=("smoke", "cpu", "paper")):
 
     Returns a pandas DataFrame with one column per profile.
     """
-    import pandas as pd
-
     rows = {}
     for name in profiles:
         c = PriorConfig.preset(name)
@@ -78,9 +80,6 @@ def source_clips(root, source: str, config: PriorConfig, n: int = 8, subset: str
     or dequantisation noise by :class:`flowsep.data.chunks.SourceChunks` from the tracks of ``subset``
     ("test": songs no prior was trained on). The same (root, source, config, seed) gives the same clips.
     """
-    from .data.chunks import SourceChunks
-    from .data.musdb import open_db
-
     db = open_db(root, subset)
     if not db.tracks:
         raise FlowsepError(f"{root} has no {subset} tracks; generate or download some first")
@@ -105,18 +104,6 @@ def chunk_coverage(chunks) -> tuple[int, int]:
     return len(chunks.index), total
 
 
-def chunk_levels(signal: np.ndarray, segment: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
-    """RMS level (dBFS) of every chunk of ``segment`` samples starting at multiples of ``stride``:
-    (start positions (n,), levels (n,)), the quantity SourceChunks compares with its silence threshold."""
-    n = len(signal) - segment
-    if n < 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0)
-    starts = np.arange(0, n + 1, stride, dtype=np.int64)
-    power = np.concatenate([[0.0], np.cumsum(np.asarray(signal, dtype=np.float64) ** 2)])
-    rms = np.sqrt(np.maximum(power[starts + segment] - power[starts], 0) / segment)
-    return starts, 20 * np.log10(rms + 1e-12)
-
-
 def magnitudes(waves: torch.Tensor, config: PriorConfig) -> torch.Tensor:
     """(n, samples) -> (n, bins, frames) STFT magnitudes with a prior's settings, frames cut to its multiple."""
     mag = stft(waves, config.n_fft, config.hop).abs()
@@ -127,7 +114,7 @@ def magnitudes(waves: torch.Tensor, config: PriorConfig) -> torch.Tensor:
 
 
 @torch.no_grad()
-def bits_per_dim(prior: FlowPrior, waves: torch.Tensor, rate: int | None = None, batch: int = 8) -> torch.Tensor:
+def wave_bits_per_dim(prior: FlowPrior, waves: torch.Tensor, rate: int | None = None, batch: int = 8) -> torch.Tensor:
     """Negative log-likelihood in bits per magnitude value of every clip: (n, samples) -> (n,).
 
     ``rate``: the clips' sample rate (default: the prior's); other rates are resampled first.
@@ -154,12 +141,10 @@ def clip_scores(priors: Mapping, clips: Mapping, rate: int | None = None, batch:
     """
     if not priors or not clips:
         raise FlowsepError("scoring needs at least one prior and one set of clips")
-    return {s: torch.stack([bits_per_dim(p, w, rate, batch) for p in priors.values()]) for s, w in clips.items()}
+    return {s: torch.stack([wave_bits_per_dim(p, w, rate, batch) for p in priors.values()]) for s, w in clips.items()}
 
 
 def _frame(priors: Mapping, table: dict):
-    import pandas as pd
-
     df = pd.DataFrame({s: dict(zip(priors, v)) for s, v in table.items()}).loc[list(priors), list(table)]
     df.index.name, df.columns.name = "prior", "source"
     return df
@@ -209,8 +194,6 @@ def griffin_lim(mag: torch.Tensor, n_fft: int, hop: int, n_iter: int = 64, lengt
     Griffin-Lim phase retrieval (torchaudio), started from zero phase so that the result is deterministic;
     a prior models magnitudes only, so its samples need a phase before we can listen to them.
     """
-    import torchaudio
-
     gl = torchaudio.transforms.GriffinLim(n_fft=n_fft, hop_length=hop, win_length=n_fft, power=1.0,
                                           n_iter=n_iter, momentum=0.99, length=length, rand_init=False)
     return gl.to(mag.device)(mag.float())

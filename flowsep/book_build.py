@@ -26,7 +26,9 @@ static bar showing their final state, since a static page has no kernel to drive
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
+import io
 import json
 import os
 import re
@@ -36,10 +38,17 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import FlowsepError
+import nbformat
+import papermill as pm
+import soundfile as sf
+import torch
+import yaml
+from jupyter_client.kernelspec import NoSuchKernel
+
+from .constants import PROFILES
+from .errors import FlowsepError, exit_status
 from .io import atomic_path
 
-PROFILES = ("smoke", "cpu", "gpu", "paper")
 KERNEL = "python3"
 BOOK_FILES = ("_config.yml", "_toc.yml")   # besides the folders of the toc's files
 #: set to 1 for the chapters' kernels while the book is built (see flowsep.widgets.glue)
@@ -74,8 +83,6 @@ def _toc_entries(node) -> list[str]:
 
 def toc_files(root) -> list[str]:
     """Every document of ``_toc.yml`` in reading order, as written there (no suffix, e.g. ``book/intro``)."""
-    import yaml
-
     root = Path(root)
     try:
         toc = yaml.safe_load((root / "_toc.yml").read_text())
@@ -122,9 +129,6 @@ def _sha256(path: Path) -> str:
 # ---- execution ---------------------------------------------------------------------------------------
 def execute(notebook: Path, dest: Path, parameters: dict, kernel: str = KERNEL) -> None:
     """Run one chapter on a fresh kernel with papermill, in the chapter's folder; write the result to ``dest``."""
-    import papermill as pm
-    from jupyter_client.kernelspec import NoSuchKernel
-
     dest.parent.mkdir(parents=True, exist_ok=True)
     saved = os.environ.get(BOOK_BUILD_ENV)
     os.environ[BOOK_BUILD_ENV] = "1"   # the kernel inherits it: flowsep.widgets.glue stores for the text
@@ -215,8 +219,6 @@ def staticize_widgets(nb):
 
 def _chapter_title(notebook: Path) -> str:
     """The first Markdown heading of a chapter notebook (its stem when it has none)."""
-    import nbformat
-
     for cell in nbformat.read(notebook, as_version=4).cells:
         if cell.cell_type == "markdown":
             for line in cell.source.splitlines():
@@ -281,7 +283,6 @@ def _machine(device: str | None = None) -> str:
     """The build machine in words: CPU cores, and the GPU the chapters use (if any)."""
     words = f"{os.cpu_count()} CPU cores"
     try:
-        import torch
         if torch.cuda.is_available() and device != "cpu":
             return words + f" with a {torch.cuda.get_device_name(0)} GPU"
     except ImportError:
@@ -304,8 +305,6 @@ def _use_local_mathjax(src: Path, mathjax: Path) -> None:
     lazily loaded parts included. When the book has a ``_static`` folder, Jupyter Book scans the other
     static paths too: then nothing is copied and the pages use the CDN.
     """
-    import yaml
-
     if (src / "_static").exists():
         return
     shutil.copytree(mathjax, src / "_mathjax" / "mathjax", dirs_exist_ok=True)
@@ -352,8 +351,6 @@ if "google.colab" in sys.modules:
 
 def repository(root=None) -> tuple[str, str]:
     """``(url, branch)`` of ``_config.yml``'s ``repository`` section: where Colab installs flowsep from."""
-    import yaml
-
     root = find_root(root)
     repo = (yaml.safe_load((root / "_config.yml").read_text()) or {}).get("repository") or {}
     if not repo.get("url"):
@@ -387,8 +384,6 @@ def write_colab_cells(root=None) -> list[Path]:
     Run it after changing the repository in ``_config.yml``; tests/test_colab.py checks that the committed
     chapters agree. Returns the notebooks changed.
     """
-    import nbformat
-
     root = find_root(root)
     url, branch = repository(root)
     changed = []
@@ -422,9 +417,6 @@ MEDIA_FOLDER = "_media"   # in the rendered sources; an html_extra_path, so its 
 def _compressed_audio(wav: bytes) -> tuple[bytes, str, str]:
     """A wav file as MP3 (libsndfile's LAME encoder through soundfile), about a tenth of its size, which
     every browser plays: (bytes, suffix, MIME type). A rate MP3 cannot hold stays wav."""
-    import io
-
-    import soundfile as sf
 
     data, rate = sf.read(io.BytesIO(wav), dtype="float32", always_2d=True)
     buf = io.BytesIO()
@@ -443,8 +435,6 @@ def externalize_media(nb, folder: Path, prefix: str) -> int:
     holds links instead of megabytes of base64, and players load their sound only when asked
     (``preload="metadata"``). The notebook is changed in place; returns the number of URIs replaced.
     """
-    import base64
-
     count = 0
 
     def replace(match):
@@ -479,8 +469,6 @@ def externalize_media(nb, folder: Path, prefix: str) -> int:
 
 def _serve_media(src: Path) -> None:
     """Tell Sphinx to copy ``src/_media`` into the HTML as it is (an ``html_extra_path``)."""
-    import yaml
-
     config = yaml.safe_load((src / "_config.yml").read_text())
     sphinx_config = config.setdefault("sphinx", {}).setdefault("config", {})
     sphinx_config["html_extra_path"] = list(sphinx_config.get("html_extra_path") or []) + [MEDIA_FOLDER]
@@ -516,8 +504,6 @@ def student_edition(nb):
 
 def _hide_solutions(src: Path) -> None:
     """Set sphinx-exercise's ``hide_solutions`` in the rendered copy's ``_config.yml``."""
-    import yaml
-
     config = yaml.safe_load((src / "_config.yml").read_text())
     config.setdefault("sphinx", {}).setdefault("config", {})["hide_solutions"] = True
     (src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -533,9 +519,6 @@ def assemble(root: Path, out: Path, executed: dict, timings: dict | None = None,
     ``hide_solutions``, and :func:`student_edition` for solutions with code). Returns (the source folder,
     the toc entries left out).
     """
-    import nbformat
-    import yaml
-
     src = out / "src"
     if src.exists():
         shutil.rmtree(src)
@@ -642,8 +625,6 @@ def build(profile: str = "cpu", chapters_: list[str] | None = None, out="_build"
     ``execute_chapters=False`` only renders, from the executed copies of earlier runs. ``hide_solutions``
     renders the student edition (no solutions; the chapters run with them all the same).
     """
-    import nbformat
-
     if profile not in PROFILES:
         raise FlowsepError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
     root = find_root(root)
@@ -748,21 +729,16 @@ def main(argv=None) -> int:
                         help="render the student edition: the exercises without their solutions")
     parser.add_argument("--list", action="store_true", help="print the chapters of _toc.yml and exit")
     args = parser.parse_args(argv)
-    try:
+
+    def run():
         if args.list:
-            root = find_root()
-            for nb in chapters(root):
-                print(nb.relative_to(root))
+            for nb in chapters(find_root()):
+                print(nb.relative_to(find_root()))
             return 0
         build(args.profile, args.chapters, args.out, args.strict, args.dataset, args.device,
               execute_chapters=not args.render_only, hide_solutions=args.hide_solutions)
-    except FlowsepError as e:
-        print(f"flowsep.book_build: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("flowsep.book_build: interrupted", file=sys.stderr)
-        return 130
-    return 0
+
+    return exit_status(run, "flowsep.book_build")
 
 
 if __name__ == "__main__":

@@ -17,22 +17,29 @@ bundle.json::
                             "budget": {"steps": 1000}, "val_bits_per_dim": 1.234}, ...}}
 
 :func:`build_bundle` trains every source (``flowsep priors build``), :func:`train_into_bundle` one source
-(:func:`flowsep.assets.ensure_prior` builds the book's priors with it), :func:`verify_bundle` checks the
+(:func:`flowsep.cache.ensure_prior` builds the book's priors with it), :func:`verify_bundle` checks the
 manifest and the checksums (``flowsep priors info``) and :func:`load_bundle` gives ``{source: FlowPrior}``
 for :class:`flowsep.Separator`.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import math
+import os
 from dataclasses import asdict
 from pathlib import Path
 
 from . import __version__
+from .constants import TARGETS
+from .data.musdb import is_musdb_root, open_db, resolve_root
 from .errors import FlowsepError
+from .io import atomic_path, check_writable_dir
 from .prior import FlowPrior, PriorConfig
+from .train import train_prior
+from .trainer import ensure_trained, resolve_budget
 
 MANIFEST = "bundle.json"
 BUNDLE_FORMAT = 1
@@ -78,8 +85,6 @@ def read_manifest(path) -> dict:
 
 
 def _write_manifest(path: Path, manifest: dict) -> None:
-    from .io import atomic_path
-
     with atomic_path(path / MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")
 
@@ -87,9 +92,6 @@ def _write_manifest(path: Path, manifest: dict) -> None:
 @contextlib.contextmanager
 def _locked(path: Path):
     """An exclusive lock on the bundle folder while its manifest is read, changed and written back."""
-    import fcntl
-    import os
-
     path.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDONLY)  # the folder itself: no lock file left inside the bundle
     try:
@@ -149,8 +151,6 @@ def bundle_name(path) -> str:
 
 # ---- training into a bundle ----------------------------------------------------------------------------
 def _data_info(data: Path) -> dict:
-    from .data.musdb import open_db
-
     return {"name": data.resolve().name, "train_tracks": len(open_db(data, "train").tracks)}
 
 
@@ -163,32 +163,27 @@ def train_into_bundle(bundle, source: str, cfg: PriorConfig, data, steps: int | 
     when ``resume``. A checkpoint of another model is trained anew with ``retrain_other_config`` (the
     book's caching), else it is an error. The manifest gets the source's sha256, steps and seconds.
     """
-    from .io import load_torch
-    from .train import budget_spent, resolve_budget, train_prior
-
     bundle, data = Path(bundle), Path(data)
     budget = resolve_budget(steps, seconds, cfg.steps, cfg.train_seconds)
     ckpt_path = bundle / f"{source}.pt"
-    keep_going = False
-    if ckpt_path.is_file():
-        ckpt = load_torch(ckpt_path, "prior checkpoint")
-        same = ckpt.get("prior", {}).get("config") == asdict(cfg)
-        train_state = ckpt.get("train", {})
-        if same and budget_spent(train_state, budget):
-            prior = FlowPrior.from_checkpoint(ckpt["prior"], ckpt_path)
-            prior.history = train_state.get("history", {})
-            _record(bundle, source, ckpt_path, prior, cfg, data, train_state.get("budget", budget))
-            return prior
-        if not same and not retrain_other_config:
-            raise FlowsepError(f"{ckpt_path} holds a prior of another configuration than profile {cfg.profile}; "
-                               "give another --out for a new bundle")
-        if same and not resume:
+    recorded = dict(budget)
+
+    def train(keep_going: bool) -> FlowPrior:
+        if keep_going and not resume:
             raise FlowsepError(f"{ckpt_path} holds an unfinished prior; pass --resume to continue it")
-        keep_going = same
-    kwargs = dict(seconds=budget["seconds"]) if "seconds" in budget else dict(steps=budget["steps"])
-    prior = train_prior(cfg, data, source, out=ckpt_path, device=device, resume=keep_going, progress=progress,
-                        **kwargs)
-    _record(bundle, source, ckpt_path, prior, cfg, data, budget)
+        return train_prior(cfg, data, source, out=ckpt_path, device=device, resume=keep_going, progress=progress,
+                           **budget)
+
+    def load(ckpt: dict) -> FlowPrior:
+        prior = FlowPrior.from_checkpoint(ckpt["prior"], ckpt_path)
+        prior.history = ckpt["train"].get("history", {})
+        recorded.update(ckpt["train"].get("budget", budget))  # the budget it was trained with
+        return prior
+
+    prior = ensure_trained(ckpt_path, lambda ckpt: ckpt.get("prior", {}).get("config"), asdict(cfg), budget,
+                           train=train, load=load, what="prior checkpoint",
+                           other_config="retrain" if retrain_other_config else "error")
+    _record(bundle, source, ckpt_path, prior, cfg, data, recorded)
     return prior
 
 
@@ -241,10 +236,6 @@ def build_bundle(data, profile: str, out, sources=None, steps: int | None = None
     priors of an earlier run and continue its unfinished one; without it ``out`` must be new or empty.
     Returns the loaded bundle.
     """
-    from .data.musdb import MUSDB_TARGETS, is_musdb_root, open_db
-    from .separate_files import check_writable_dir
-    from .train import resolve_budget
-
     data, out = Path(data), check_writable_dir(out)
     if not data.is_dir() or not is_musdb_root(data):
         raise FlowsepError(f"--data {data} is not a MUSDB18-format root (no train/ or test/ folder); "
@@ -256,7 +247,7 @@ def build_bundle(data, profile: str, out, sources=None, steps: int | None = None
         raise FlowsepError(f"{data} has no training tracks; generate or download some first")
     known = list(tracks[0].sources)
     if sources is None:
-        sources = [s for s in MUSDB_TARGETS if s in known] + sorted(s for s in known if s not in MUSDB_TARGETS)
+        sources = [s for s in TARGETS if s in known] + sorted(s for s in known if s not in TARGETS)
     sources = list(dict.fromkeys(sources))
     unknown = [s for s in sources if s not in known]
     if unknown or not sources:
@@ -308,7 +299,6 @@ def register_cli(subparsers) -> None:
 
 def _cli_build(args) -> int:
     sources = [s.strip() for s in args.sources.split(",") if s.strip()] if args.sources is not None else None
-    from .data.musdb import resolve_root
 
     bundle = build_bundle(resolve_root(args.data), args.profile, args.out, sources=sources, steps=args.steps, seconds=args.seconds,
                           resume=args.resume, device=args.device, progress=not args.quiet,

@@ -3,7 +3,7 @@
 Chapter: "Evaluation".
 
 :func:`run_benchmark` trains what needs training on the train split of a MUSDB18-format root — the four
-InstGlow priors (vocals, drums, bass, other; :func:`flowsep.assets.ensure_prior`) and the four supervised
+InstGlow priors (vocals, drums, bass, other; :func:`flowsep.cache.ensure_prior`) and the four supervised
 systems (Open-Unmix, Demucs, Conv-TasNet, Wave-U-Net; :mod:`flowsep.baselines`), every one with the
 profile's budget (:func:`flowsep.baselines.models.training_budget`) — then separates the test tracks with
 every system, the oracles and the mixture-as-estimate bound included, scores them with museval through
@@ -232,12 +232,12 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
     separates with instead of training its priors (its training seconds come from bundle.json). Returns the
     table as a DataFrame.
     """
-    from .assets import ensure_dataset, ensure_prior
+    from .cache import ensure_dataset, ensure_prior
     from .baselines import MixtureAsEstimate, OracleRatioMask, OracleWiener, ensure_supervised, training_budget
     from .evaluate import PROTOCOLS, evaluate_separator, load_track, open_tracks
     from .io import atomic_path
     from .separate import Separator
-    from .separate_files import check_writable_dir
+    from .io import check_writable_dir
 
     if protocol not in PROTOCOLS:
         raise FlowsepError(f"unknown protocol {protocol!r}; use 'standard' or 'paper'")
@@ -420,7 +420,7 @@ def budget_curve(data=None, profile: str = "cpu", out="curve", budgets=(60.0, 18
     running again. kwargs go to :func:`run_benchmark`. Returns the curve.
     """
     from .io import atomic_path
-    from .separate_files import check_writable_dir
+    from .io import check_writable_dir
 
     budgets = sorted(float(b) for b in budgets)
     if len(budgets) < 1 or not all(b > 0 and math.isfinite(b) for b in budgets):

@@ -24,12 +24,19 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import museval
 import numpy as np
 import pandas as pd
 import torch
+from museval.aggregate import TrackStore, json2df
 
+from .data.musdb import open_db, resolve_root
 from .errors import FlowsepError
-from .spectral import as_channels_first, istft, resample, stft
+from .io import atomic_path, check_writable_dir, read_audio, write_audio
+from .progress import bar as progress_bar
+from .separate import Separator
+from .separate_files import add_separation_options, load_priors, separation_options
+from .spectral import as_channels_first, downmix, resample
 
 METRICS = ("SDR", "SIR", "SAR", "ISR")
 PROTOCOLS = ("standard", "paper")
@@ -65,8 +72,6 @@ def _groups(targets: list[str]) -> list[tuple[list[str], set[str]]]:
 
 def _bss(references: dict, estimates: dict, targets: list[str], win: int, hop: int) -> dict[str, dict]:
     """BSS Eval v4 of ``targets``: {target: {metric: list over windows}} (museval.evaluate)."""
-    import museval
-
     out = {}
     for group, keep in _groups(targets):
         ref = np.stack([references[t] for t in group])
@@ -108,8 +113,6 @@ def score_track(references: dict, estimates: dict, rate: int, *, win: float = 1.
     as ``museval.eval_mus_track`` does. Returns a ``museval.TrackStore``: ``.df`` is a long DataFrame
     (track, target, metric, score, time) with one row per window, ``.json`` museval's per-track file.
     """
-    from museval.aggregate import TrackStore
-
     targets, refs, ests = _prepare(references, estimates, track_name)
     store = TrackStore(track_name=track_name, win=win, hop=hop)
     scores = _bss(refs, ests, targets, int(win * rate), int(hop * rate))
@@ -118,10 +121,9 @@ def score_track(references: dict, estimates: dict, rate: int, *, win: float = 1.
     return store
 
 
-def _mono(x: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
+def _downmix_columns(x: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
     """(samples, channels) -> (samples, 1) downmix at ``new_rate``."""
-    t = torch.from_numpy(x.mean(axis=1))
-    return resample(t, rate, new_rate).numpy()[:, None]
+    return downmix(x, rate, new_rate, channel_axis=1)[:, None]
 
 
 def score_track_paper(references: dict, estimates: dict, rate: int, *, segment: float = PAPER_SEGMENT,
@@ -132,11 +134,9 @@ def score_track_paper(references: dict, estimates: dict, rate: int, *, segment: 
     A target's score in a segment where its reference is near-silent (RMS below ``silence_db`` dBFS) is NaN
     (dropped from the pooled median). Returns a ``museval.TrackStore`` with one frame per segment.
     """
-    from museval.aggregate import TrackStore
-
     targets, refs, ests = _prepare(references, estimates, track_name)
-    refs = {t: _mono(v, rate, eval_rate) for t, v in refs.items()}
-    ests = {t: _mono(v, rate, eval_rate) for t, v in ests.items()}
+    refs = {t: _downmix_columns(v, rate, eval_rate) for t, v in refs.items()}
+    ests = {t: _downmix_columns(v, rate, eval_rate) for t, v in ests.items()}
     n = len(next(iter(refs.values())))
     seg = int(round(segment * eval_rate))
     starts = [s for s in range(0, n, seg) if min(n, s + seg) - s >= MIN_PAPER_SEGMENT * eval_rate] or [0]
@@ -180,9 +180,10 @@ def summarize(scores, protocol: str = "standard") -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=list(METRICS)).rename_axis("target")
     df = df.assign(score=pd.to_numeric(df["score"], errors="coerce"))
-    if protocol == "standard":
-        per_track = df.groupby(["target", "metric", "track"], sort=False)["score"].median()
-        table = per_track.groupby(level=["target", "metric"], sort=False).median()
+    if protocol == "standard":  # museval's own aggregation: median over windows, then over tracks
+        store = museval.EvalStore(frames_agg="median", tracks_agg="median")
+        store.add_track(df)
+        table = store.agg_frames_tracks_scores()
     else:
         table = df.groupby(["target", "metric"], sort=False)["score"].median()
     table = table.unstack("metric")
@@ -192,43 +193,6 @@ def summarize(scores, protocol: str = "standard") -> pd.DataFrame:
 def format_summary(summary: pd.DataFrame) -> str:
     """The summary as a fixed-width text table (dB, two decimals)."""
     return summary.to_string(float_format=lambda v: f"{v:.2f}", na_rep="nan")
-
-
-# ---- bounds: systems that need no training ---------------------------------------------------------
-class MixtureAsEstimate:
-    """The trivial bound: every target's estimate is the mixture itself."""
-
-    def __init__(self, targets=("vocals", "drums", "bass", "other")):
-        self.targets = tuple(targets)
-
-    def __call__(self, mixture, rate):
-        mix = np.asarray(as_channels_first(mixture, "mixture"))
-        return {t: mix.copy() for t in self.targets}
-
-
-class OracleRatioMask:
-    """Oracle ideal ratio mask from the true stems: |S_j|^p / sum_k |S_k|^p applied to the mixture STFT.
-
-    ``power`` 2 is "IRM2" and 1 is "IRM1" of the SiSEC oracles. The STFT has ``n_fft`` samples at 44.1 kHz
-    (scaled with the rate) and a quarter of that as hop. Called as ``f(mixture, rate, sources=...)`` with
-    every stem of the track (the mask's denominator); returns the ``targets`` (default: all stems).
-    """
-
-    needs_sources = True
-
-    def __init__(self, targets=None, power: float = 2.0, n_fft: int = 4096):
-        self.targets, self.power, self.n_fft = (tuple(targets) if targets else None), float(power), int(n_fft)
-
-    def __call__(self, mixture, rate, sources: dict):
-        mix = as_channels_first(mixture, "mixture").double()
-        n_fft = max(16, 2 * round(self.n_fft * rate / 44100 / 2))
-        hop = n_fft // 4
-        spec = {k: stft(as_channels_first(v, k).double(), n_fft, hop) for k, v in sources.items()}
-        power = {k: s.abs() ** self.power for k, s in spec.items()}
-        total = sum(power.values()) + 1e-20
-        x = stft(mix, n_fft, hop)
-        targets = self.targets or tuple(sources)
-        return {t: istft(power[t] / total * x, n_fft, hop, mix.shape[-1]).float().numpy() for t in targets}
 
 
 # ---- datasets ---------------------------------------------------------------------------------------
@@ -257,8 +221,6 @@ class Track:
 
 def open_tracks(root, subset: str = "test", tracks=None) -> list:
     """The musdb tracks of ``root``'s ``subset``: the first ``tracks`` (an int), the named ones (a list), or all."""
-    from .data.musdb import open_db
-
     db = open_db(root, subset, None)
     found = list(db.tracks)
     if not found:
@@ -307,25 +269,12 @@ class Evaluation:
 
 
 def _write_text(path: Path, text: str) -> None:
-    from .io import atomic_path
-
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 
 
-def _write_float_wav(path: Path, audio: np.ndarray, rate: int) -> None:
-    import soundfile as sf
-
-    from .io import atomic_path
-
-    with atomic_path(path, suffix=".wav") as tmp:
-        sf.write(str(tmp), np.atleast_2d(audio).T.astype(np.float32), int(rate), subtype="FLOAT", format="WAV")
-
-
 def load_scores(out, subset: str = "test") -> pd.DataFrame:
     """The long score DataFrame of every ``out/scores/<subset>/<track>.json``."""
-    from museval.aggregate import json2df
-
     frames = []
     for p in sorted((Path(out) / "scores" / subset).glob("*.json")):
         frames.append(json2df(json.loads(p.read_text()), p.stem))
@@ -345,20 +294,16 @@ def _call_system(system, track: Track) -> dict:
 
 def _evaluate(estimate, root, subset, tracks, out, protocol, progress, resume, save_estimates,
               desc: str = "tracks") -> Evaluation:
-    from .progress import bar as progress_bar
-
     if protocol not in PROTOCOLS:
         raise FlowsepError(f"unknown protocol {protocol!r}; use 'standard' or 'paper'")
     out = Path(out) if out is not None else None
     if out is not None:
-        from .separate_files import check_writable_dir
         check_writable_dir(out)
     listed = open_tracks(root, subset, tracks)
     stores = []
     for mt in progress_bar(listed, show=progress, desc=desc, unit="track"):
         json_path = out / "scores" / subset / f"{mt.name}.json" if out is not None else None
         if resume and json_path is not None and json_path.is_file():
-            from museval.aggregate import json2df
             stores.append(json2df(json.loads(json_path.read_text()), mt.name))
             continue
         track = load_track(mt)
@@ -374,7 +319,7 @@ def _evaluate(estimate, root, subset, tracks, out, protocol, progress, resume, s
         if out is not None:
             if save_estimates:
                 for target, audio in est.items():
-                    _write_float_wav(out / "estimates" / subset / track.name / f"{target}.wav", audio, track.rate)
+                    write_audio(out / "estimates" / subset / track.name / f"{target}.wav", audio, track.rate, "FLOAT")
             _write_text(json_path, store.json)
         stores.append(store)
     if not stores:
@@ -419,8 +364,6 @@ def evaluate_estimates(estimates_dir, root, subset: str = "test", tracks=None, o
     Tracks without an estimates folder are skipped (with a warning); files at another rate are resampled
     to the track's rate.
     """
-    from .io import read_audio
-
     folder = _estimates_folder(Path(estimates_dir), subset)
 
     def estimate(track: Track):
@@ -444,8 +387,6 @@ def evaluate_estimates(estimates_dir, root, subset: str = "test", tracks=None, o
 
 # ---- command line -----------------------------------------------------------------------------------
 def register_cli(subparsers) -> None:
-    from .separate_files import add_separation_options
-
     p = subparsers.add_parser(
         "evaluate", help="score separations of a MUSDB18-format set with museval (BSS Eval v4)",
         description="Separate every track of --data/--subset with trained priors (--prior NAME=CKPT ...) or "
@@ -470,10 +411,6 @@ def register_cli(subparsers) -> None:
 
 
 def _cli(args) -> int:
-    from .data.musdb import resolve_root
-    from .separate import Separator
-    from .separate_files import check_writable_dir, load_priors, separation_options
-
     separate = bool(args.prior) or args.priors is not None
     if separate == bool(args.estimates):
         raise FlowsepError("give either -p BUNDLE or --prior NAME=CKPT ... (separate, then score) or --estimates DIR, "

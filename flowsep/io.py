@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from . import __version__
 from .errors import FlowsepError
 
 # the process's file-creation mask (read once: reading it means setting it), applied to the files written
@@ -110,8 +112,6 @@ def _read_soundfile(path: Path, start: float, duration: float | None) -> tuple[n
 
 def _read_ffmpeg(path: Path, start: float, duration: float | None) -> tuple[np.ndarray, int]:
     """(samples, channels) float32 and the rate of the first audio stream, decoded by ffmpeg via stempeg."""
-    import shutil
-
     if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
         raise FlowsepError(f"{path} needs ffmpeg to be decoded, and ffmpeg/ffprobe are not on PATH; "
                            "install ffmpeg (e.g. sudo apt-get install ffmpeg)")
@@ -132,6 +132,21 @@ def _read_ffmpeg(path: Path, start: float, duration: float | None) -> tuple[np.n
     return stems[0], int(rate)
 
 
+def check_format(ckpt: dict, fmt: str, version: int, path, what: str, written_by: str, key: str) -> dict:
+    """``ckpt`` when it is a flowsep file of format ``fmt``, version ``version``, with the entry ``key``.
+
+    Otherwise one line naming the file and what to do: ``what`` names the kind of file, ``written_by`` what
+    writes it. Every flowsep checkpoint (priors, supervised systems) is checked here.
+    """
+    if ckpt.get("format") != fmt or key not in ckpt:
+        raise FlowsepError(f"{path} is not a {what}; give a file written by {written_by}")
+    if ckpt.get("format_version") != version:
+        raise FlowsepError(f"{path} has checkpoint format {ckpt.get('format_version')} "
+                           f"(flowsep {ckpt.get('flowsep_version')}); this flowsep {__version__} "
+                           f"reads format {version}: use a matching flowsep or retrain it")
+    return ckpt
+
+
 def _last_line(text) -> str:
     if isinstance(text, bytes):
         text = text.decode(errors="replace")
@@ -139,10 +154,57 @@ def _last_line(text) -> str:
     return lines[-1] if lines else ""
 
 
-def write_audio(path, audio, rate: int) -> None:
-    """Write (channels, samples) float audio as 16-bit wav, atomically."""
-    a = np.asarray(audio.detach().cpu() if isinstance(audio, torch.Tensor) else audio, dtype=np.float32)
+def write_audio(path, audio, rate: int, subtype: str = "PCM_16") -> None:
+    """Write (channels, samples) audio as a wav file, atomically.
+
+    Float audio is clipped to [-1, 1] for the integer subtypes; int16 samples are written as they are.
+    subtype: soundfile's "PCM_16" (default), "PCM_24" or "FLOAT".
+    """
+    a = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
     if a.ndim == 1:
         a = a[None]
+    if a.dtype != np.int16:
+        a = a.astype(np.float32)
+        if subtype.startswith("PCM"):
+            a = np.clip(a, -1.0, 1.0)
     with atomic_path(path, suffix=".wav") as tmp:
-        sf.write(str(tmp), np.clip(a.T, -1.0, 1.0), int(rate), subtype="PCM_16", format="WAV")
+        sf.write(str(tmp), a.T, int(rate), subtype=subtype, format="WAV")
+
+
+# ---- folders -------------------------------------------------------------------------------------------
+def check_writable_dir(path, flag: str = "--out") -> Path:
+    """Fail early (one line) if ``path`` cannot become a writable folder; creates nothing."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FlowsepError(f"{flag} {path} exists and is not a folder; give a folder path")
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise FlowsepError(f"cannot write to {path} ({probe} is not a writable folder); choose another {flag}")
+    return path
+
+
+def set_data_home(path) -> Path:
+    """Keep datasets, priors and supervised models in ``path`` from now on (sets $FLOWSEP_DATA; creates it).
+
+    For Colab: a folder on a mounted Google Drive outlives the session, so a later chapter (or session)
+    reuses what an earlier one made. An empty ``path`` leaves the data folder as it is.
+    """
+    if path:
+        os.environ["FLOWSEP_DATA"] = str(Path(path).expanduser())
+        data_home().mkdir(parents=True, exist_ok=True)
+    return data_home()
+
+
+def data_home() -> Path:
+    """Where generated data lives: $FLOWSEP_DATA, else ``data/`` of the repository (or of the working folder)."""
+    env = os.environ.get("FLOWSEP_DATA")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent.parent
+    if (here / "pyproject.toml").is_file():
+        return here / "data"
+    return Path.cwd() / "data"

@@ -27,6 +27,10 @@ from pathlib import Path
 import pandas as pd
 
 from . import paper
+from .baselines.models import SupervisedConfig
+from .io import atomic_path
+from .prior import PriorConfig
+from .separate import METHODS
 
 STATUSES = ("reproduced", "differs", "not attempted at this profile")
 REPRODUCED, DIFFERS, NOT_ATTEMPTED = STATUSES
@@ -164,9 +168,6 @@ def _same(a, b) -> bool:
 def flowsep_settings(profile: str, separator=None) -> dict:
     """flowsep's value of every :data:`flowsep.paper.SEPARATION_SETTINGS` name, for the InstGlow separator of
     the run (a :class:`flowsep.separate.Separator`), else for the ``instglow`` method's defaults at ``profile``."""
-    from .prior import PriorConfig
-    from .separate import METHODS
-
     m = METHODS["instglow"]
     cfg = getattr(separator, "config", None) or PriorConfig.preset(profile)
     get = (lambda name, default: getattr(separator, name, default)) if separator is not None else \
@@ -194,9 +195,6 @@ def deviations(profile: str, *, data: str, synthetic: bool, protocol: str, track
                settings: dict) -> pd.DataFrame:
     """Every way flowsep at ``profile`` departs from the paper (columns :data:`DEVIATION_COLUMNS`), read from
     the configs the run used. budget: the run's training budget in words."""
-    from .baselines.models import SupervisedConfig
-    from .prior import PriorConfig
-
     p = PriorConfig.preset(profile)
     pub = PriorConfig.preset("paper")
     seg = (p.segment_frames - 1) * p.hop / p.sample_rate
@@ -268,8 +266,6 @@ def markdown(claim_rows: pd.DataFrame, deviation_rows: pd.DataFrame, title: str)
 
 def write_ledger(out, claim_rows: pd.DataFrame, deviation_rows: pd.DataFrame, title: str) -> tuple[Path, Path]:
     """Write ``out/ledger.csv`` (claims and deviations, column ``part``) and ``out/ledger.md``."""
-    from .io import atomic_path
-
     out = Path(out)
     both = pd.concat([claim_rows, deviation_rows], ignore_index=True)
     with atomic_path(out / "ledger.csv") as tmp:

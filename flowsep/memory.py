@@ -8,7 +8,10 @@ one clear line, or not at all, instead of being killed by the operating system.
 from __future__ import annotations
 
 import re
+import resource
+import sys
 
+import psutil
 import torch
 
 from .errors import FlowsepError
@@ -44,16 +47,12 @@ def available_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
-    import psutil
 
     return int(psutil.virtual_memory().available)
 
 
 def peak_resident_bytes() -> int:
     """This process's peak resident memory so far (the operating system's high-water mark)."""
-    import resource
-    import sys
-
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 

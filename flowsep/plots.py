@@ -12,10 +12,14 @@ import io
 import math
 from collections.abc import Mapping
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.patches import Rectangle
 
+from .data.chunks import chunk_levels
 from .errors import FlowsepError
+from .spectral import stft
 
 FLOOR_DB = 90.0  # dynamic range shown by a spectrogram (dB below full scale)
 
@@ -28,8 +32,6 @@ def _np(x) -> np.ndarray:
 
 def figure_png(fig, dpi: int = 100) -> bytes:
     """Render a figure to PNG bytes and close it (so a notebook does not show it a second time)."""
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
@@ -48,8 +50,6 @@ def magnitude_image(mag, rate: int, hop: int, ax=None, title: str | None = None,
 
     rate, hop: the STFT's sample rate and hop (for the axes); n_fft defaults to 2*(bins-1).
     """
-    import matplotlib.pyplot as plt
-
     m = _np(mag)
     if m.ndim != 2:
         raise FlowsepError(f"a magnitude spectrogram must be (bins, frames), got shape {m.shape}")
@@ -74,8 +74,6 @@ def spectrogram(audio, rate: int, ax=None, n_fft: int | None = None, hop: int | 
                 title: str | None = None, floor_db: float = FLOOR_DB, max_freq: float | None = None,
                 colorbar: bool = True):
     """Draw the spectrogram of a signal, (samples,) or (channels, samples) (downmixed to mono)."""
-    from .spectral import stft
-
     a = torch.as_tensor(_np(audio))
     if a.dim() == 2:
         a = a.mean(0)
@@ -89,8 +87,6 @@ def spectrogram(audio, rate: int, ax=None, n_fft: int | None = None, hop: int | 
 def stem_spectrograms(stems: Mapping, rate: int, seconds: float | None = None, max_freq: float | None = None,
                       width: float = 10.0, row_height: float = 1.7):
     """One spectrogram per stem, stacked, with shared axes and colour scale: {name: audio} -> Figure."""
-    import matplotlib.pyplot as plt
-
     if not stems:
         raise FlowsepError("stem_spectrograms needs at least one stem")
     fig, axes = plt.subplots(len(stems), 1, figsize=(width, row_height * len(stems) + 0.6), sharex=True,
@@ -124,8 +120,6 @@ def loss_curves(histories: Mapping, bits: bool = True, smooth: float = 0.9, titl
     val_nll in nats per value). ``bits=True`` shows bits per dimension; the training curve is drawn
     raw (faint) and smoothed with an exponential moving average of weight ``smooth``.
     """
-    import matplotlib.pyplot as plt
-
     scale = 1 / math.log(2) if bits else 1.0
     unit = "bits/dim" if bits else "nats/dim"
     fig, (a_train, a_val) = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
@@ -151,7 +145,7 @@ def loss_curves(histories: Mapping, bits: bool = True, smooth: float = 0.9, titl
     return fig
 
 
-def likelihood_matrix(matrix, ax=None, title: str | None = None, unit: str = "bits/dim", fmt: str = "{:.2f}",
+def likelihood_heatmap(matrix, ax=None, title: str | None = None, unit: str = "bits/dim", fmt: str = "{:.2f}",
                       higher_is_better: bool = False):
     """Heat map of a likelihood matrix: rows are priors, columns the sources whose clips they scored.
 
@@ -160,9 +154,6 @@ def likelihood_matrix(matrix, ax=None, title: str | None = None, unit: str = "bi
     :func:`flowsep.analysis.vote_matrix` (``higher_is_better=True``, ``unit="share of clips"``,
     ``fmt="{:.0%}"``). The best entry of every column is framed; better is brighter. Returns the Figure.
     """
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
     values = np.asarray(matrix, dtype=float)
     rows = list(getattr(matrix, "index", range(values.shape[0])))
     cols = list(getattr(matrix, "columns", range(values.shape[1])))
@@ -199,8 +190,6 @@ def flow_2d(data, log_prob=None, samples=None, latent=None, lim: float = 3.0, gr
     data, samples, latent: (N, 2) arrays; log_prob: a function (M, 2) tensor -> (M,) tensor of log p.
     Panels whose input is None are left out. Returns the Figure.
     """
-    import matplotlib.pyplot as plt
-
     panels = [p for p in (("data", data), ("density", log_prob), ("samples", samples), ("latent", latent))
               if p[1] is not None]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.3), squeeze=False)
@@ -234,9 +223,6 @@ def chunk_activity(signal, rate: int, segment: int, stride: int, silence_db: flo
     signal: (samples,) mono. Chunks of ``segment`` samples start every ``stride`` samples; those whose
     RMS is below ``silence_db`` dBFS are never drawn for training (shaded). Returns the Figure.
     """
-    import matplotlib.pyplot as plt
-
-    from .analysis import chunk_levels
 
     starts, levels = chunk_levels(_np(signal), segment, stride)
     if ax is None:

@@ -21,7 +21,7 @@ from torch import nn
 from . import __version__
 from .errors import FlowsepError
 from .flows import Glow, standard_normal_logpdf
-from .io import load_torch, save_torch
+from .io import check_format, load_torch, save_torch
 
 CHECKPOINT_FORMAT = 1
 
@@ -241,13 +241,8 @@ class FlowPrior(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict, path) -> "FlowPrior":
-        if ckpt.get("format") != "flowsep-prior" or "state_dict" not in ckpt:
-            raise FlowsepError(f"{path} is not a flowsep prior checkpoint; give a file written by "
-                               "`flowsep train` or FlowPrior.save")
-        if ckpt.get("format_version") != CHECKPOINT_FORMAT:
-            raise FlowsepError(f"{path} has checkpoint format {ckpt.get('format_version')} "
-                               f"(flowsep {ckpt.get('flowsep_version')}); this flowsep {__version__} "
-                               f"reads format {CHECKPOINT_FORMAT}: use a matching flowsep or retrain")
+        check_format(ckpt, "flowsep-prior", CHECKPOINT_FORMAT, path, "flowsep prior checkpoint",
+                     "`flowsep train` or FlowPrior.save", "state_dict")
         prior = cls(PriorConfig.from_dict(ckpt["config"], source=str(path)))
         try:
             prior.load_state_dict(ckpt["state_dict"])

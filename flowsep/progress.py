@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 
+from tqdm.auto import tqdm
+
 
 def enabled() -> bool:
     return os.environ.get("FLOWSEP_PROGRESS", "on").strip().lower() not in ("off", "0", "false", "no")
@@ -14,6 +16,4 @@ def enabled() -> bool:
 
 def bar(iterable=None, *, show: bool = True, **kwargs):
     """A ``tqdm.auto.tqdm`` bar, disabled when ``show`` is False or FLOWSEP_PROGRESS is off."""
-    from tqdm.auto import tqdm
-
     return tqdm(iterable, disable=not (show and enabled()), **kwargs)

@@ -34,6 +34,7 @@ each block computed from the samples and frames it needs.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -41,18 +42,23 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+from torch.nn.utils import parametrize
 
+from .device import resolve_device
 from .errors import FlowsepError
+from .filtering import WIENER_WINDOW, multichannel_wiener, ratio_masks
 from .memory import available_bytes, format_size, parse_size, saved_for_backward_bytes
 from .prior import FlowPrior
-from .spectral import as_channels_first, frames_span, istft, magphase, n_frames, resample, stft, stft_frames
+from .progress import bar as progress_bar
+from .spectral import (CrossFade, as_channels_first, fit_length, frames_span, istft, magphase, n_frames, plan_segments,
+                       resample, stft, stft_frames)
 
 POSTS = ("wiener", "mask", "none")
 STEREO_MODES = ("midside", "mid", "channels")
 PRIOR_SPACES = ("z", "x")
 KL_EPS = 1e-8
 SILENCE_PEAK = 1e-7  # a mixture whose peak is below this (-140 dBFS) has nothing to separate
-WIENER_WINDOW = 300  # frames per multichannel Wiener call, as in open-unmix
 RENDER_WINDOWS = 4   # Wiener windows per block of the post-filter
 # the share of the available memory a separation plans to use when no ``max_memory`` is given
 MEMORY_SHARE = 0.5
@@ -122,8 +128,6 @@ def _frozen_copy(prior: FlowPrior, device: torch.device) -> FlowPrior:
     The user's prior is left as it is; weight normalisation is computed once here instead of at
     every iteration.
     """
-    from torch.nn.utils import parametrize
-
     frozen = type(prior)(prior.config)
     frozen.load_state_dict(prior.state_dict())
     for module in frozen.modules():
@@ -150,113 +154,6 @@ def _architecture(prior: FlowPrior) -> tuple:
     return (c.transform, c.scale, c.log_eps, shapes)
 
 
-# ---- segments ---------------------------------------------------------------------------------------
-def plan_segments(frames: int, seg_frames: int, overlap_frames: int, multiple: int) -> tuple[int, list[int]]:
-    """Equal-length overlapping segments that cover ``frames`` frames.
-
-    Returns (length, starts): every segment is ``length`` frames (a multiple of ``multiple``); a clip
-    that fits in one segment gives one segment starting at 0, padded at the end up to ``length``.
-    """
-    seg_frames = max(multiple, seg_frames // multiple * multiple)
-    if frames <= seg_frames:
-        return math.ceil(frames / multiple) * multiple, [0]
-    overlap_frames = min(overlap_frames, seg_frames // 2)
-    n = math.ceil((frames - overlap_frames) / (seg_frames - overlap_frames))
-    length = math.ceil((frames + (n - 1) * overlap_frames) / n / multiple) * multiple  # <= seg_frames
-    starts = [round(i * (frames - length) / (n - 1)) for i in range(n)] if n > 1 else [0]
-    return length, starts
-
-
-def _crossfade_weights(length: int, starts: list[int], frames: int) -> torch.Tensor:
-    """(n_segments, length) weights: linear ramps over each overlap, 1 elsewhere, 0 on padding."""
-    n = len(starts)
-    w = torch.ones(n, length)
-    for i in range(n):
-        end = starts[i] + length
-        if end > frames:  # padding of a single short segment
-            w[i, frames - starts[i]:] = 0
-        if i + 1 < n:
-            ov = end - starts[i + 1]
-            if ov > 0:
-                w[i, length - ov:] *= torch.linspace(1, 0, ov + 2)[1:-1]
-        if i > 0:
-            ov = starts[i - 1] + length - starts[i]
-            if ov > 0:
-                w[i, :ov] *= torch.linspace(0, 1, ov + 2)[1:-1]
-    return w
-
-
-class CrossFade:
-    """Cross-fades segment spectrograms into one, a segment (or a part of one) at a time.
-
-    lead: the leading shape of a whole, e.g. (items, bins); segments are (*lead, length) and start at
-    ``starts`` frames. ``add(i, seg, index)`` adds segment ``i`` (or ``seg`` into ``whole[index]``);
-    ``result()`` is the whole (*lead, frames).
-    """
-
-    def __init__(self, lead: tuple, starts: list[int], length: int, frames: int,
-                 device=None, dtype=torch.float32):
-        self.starts, self.length, self.frames = starts, length, frames
-        self.weights = _crossfade_weights(length, starts, frames).to(device, dtype)
-        span = max(frames, starts[-1] + length)  # segments end at the last frame, or pad a short clip
-        self.sum = torch.zeros(*lead, span, device=device, dtype=dtype)
-        den = torch.zeros(span, device=device, dtype=dtype)
-        for i, s in enumerate(starts):
-            den[s:s + length] += self.weights[i]
-        self.den = den[:frames].clamp_min(1e-12)
-
-    def add(self, i: int, seg: torch.Tensor, index=()) -> None:
-        s = self.starts[i]
-        self.sum[index][..., s:s + self.length] += seg * self.weights[i]
-
-    def result(self) -> torch.Tensor:
-        """The whole (*lead, frames); divides in place, so call it once, after the last ``add``."""
-        return self.sum[..., :self.frames].div_(self.den)
-
-
-def overlap_add(segments: torch.Tensor, starts: list[int], frames: int) -> torch.Tensor:
-    """Cross-fade segment spectrograms back into one: (n_seg, ..., length) -> (..., frames)."""
-    fade = CrossFade(tuple(segments.shape[1:-1]), starts, segments.shape[-1], frames, segments.device,
-                     segments.dtype)
-    for i, seg in enumerate(segments):
-        fade.add(i, seg)
-    return fade.result()
-
-
-def _fit_length(w: torch.Tensor, n: int) -> torch.Tensor:
-    if w.shape[-1] >= n:
-        return w[..., :n]
-    return torch.nn.functional.pad(w, (0, n - w.shape[-1]))
-
-
-# ---- the post-filter --------------------------------------------------------------------------------
-def multichannel_wiener(v: torch.Tensor, mix: torch.Tensor, iterations: int = 1,
-                        window: int = WIENER_WINDOW) -> torch.Tensor:
-    """Multichannel Wiener filter (open-unmix's EM implementation) in windows of ``window`` frames.
-
-    v: (sources, channels, bins, frames) magnitude estimates; mix: (channels, bins, frames) complex
-    -> (sources, channels, bins, frames) complex source images that add up to ``mix`` (up to the
-    filter's regularisation). More than two channels are filtered one by one. Works in float64 inside
-    each window: the filter inverts 2x2 covariances regularised by 1e-10, and in float32 the stems of
-    the test clip moved by up to 1% of their peak; the memory stays bounded by the window.
-    """
-    from openunmix.filtering import wiener
-
-    if mix.shape[0] > 2:  # open-unmix inverts 1x1 and 2x2 covariances only: filter each channel alone
-        return torch.cat([multichannel_wiener(v[:, c:c + 1], mix[c:c + 1], iterations, window)
-                          for c in range(mix.shape[0])], dim=1)
-    frames = mix.shape[-1]
-    out = torch.zeros((v.shape[0], *mix.shape), dtype=mix.dtype, device=mix.device)
-    for t0 in range(0, frames, window):
-        sl = slice(t0, min(frames, t0 + window))
-        m = torch.view_as_real(mix[..., sl].to(torch.complex128).permute(2, 1, 0))   # (T, F, C, 2)
-        tgt = v[..., sl].to(torch.float64).permute(3, 2, 1, 0)                       # (T, F, C, J)
-        y = wiener(tgt, m, iterations=iterations)                                    # (T, F, C, 2, J)
-        out[..., sl] = torch.view_as_complex(y.permute(4, 2, 1, 0, 3).contiguous()).to(mix.dtype)
-    return out
-
-
-# ---- the result of one separation ------------------------------------------------------------------
 @dataclass
 class SeparationResult:
     """Magnitude estimates of one mixture, before they are turned into waveforms.
@@ -329,7 +226,7 @@ class SeparationResult:
         pb = min(n_p, -(-b * orig // new) + reach)
         up = resample(self._to_channels(self._item_waves(pa, pb)), self.prior_rate, self.rate)
         m0 = pa // orig * new
-        return _fit_length(up[..., a - m0:], b - a)
+        return fit_length(up[..., a - m0:], b - a)
 
     # ---- rendering ----
     def _input_stft_params(self) -> tuple[int, int]:
@@ -394,7 +291,7 @@ class SeparationResult:
                 share = (energy + 1e-12) / (energy + 1e-12).sum(dim=0, keepdim=True)
                 v[..., above, :] = share * mix.abs()[..., above, :]
         floor = 1e-5 * self.peak_magnitude(n_fft, hop)
-        mask = (v + floor) / (v + floor).sum(dim=0, keepdim=True)             # ratio masks, sum to 1
+        mask = ratio_masks(v + floor)                                          # they sum to 1
         if post == "mask":
             y = mask * mix
         else:
@@ -425,8 +322,8 @@ class Separator:
     mixture: (channels, samples) or (samples,) array or tensor, any rate and length (at least one STFT
     frame at the priors' rate). Returns {name: np.ndarray} of the mixture's shape at its rate.
     ``estimate(mixture, rate)`` returns the :class:`SeparationResult` (magnitudes, trace, snapshots,
-    timings) without rendering waveforms. After a call, ``trace``, ``snapshots``, ``timings`` and
-    ``result`` hold those of the last separation.
+    timings) without rendering waveforms. The Separator keeps nothing of a separation: everything a
+    separation records is in its result, so one Separator can separate many mixtures, in any order.
 
     ``method``: one of :data:`METHODS` ("instglow" is the published algorithm); it sets the search and
     the defaults of ``iterations``, ``lr``, ``prior_weight``, ``prior_space``, ``init`` and ``stereo``,
@@ -499,7 +396,6 @@ class Separator:
                                f"got {segment_seconds} and {overlap}")
         if stack_sources not in ("auto", True, False):
             raise FlowsepError(f"stack_sources must be 'auto', True or False, got {stack_sources!r}")
-        from .train import resolve_device
         self.device = resolve_device(device)
         self.names = names
         self.config = first
@@ -519,21 +415,7 @@ class Separator:
         if stack_sources == "auto":
             stack_sources = same and len(self.priors) > 1 and self.device.type == "cuda"
         self.stacked = bool(stack_sources) and not self.unbatched
-        self._stack = None
-        self.result: SeparationResult | None = None
-
-    # the last separation's record (kept for the chapters; the result holds them)
-    @property
-    def trace(self) -> list:
-        return self.result.trace if self.result else []
-
-    @property
-    def snapshots(self) -> dict:
-        return self.result.snapshots if self.result else {}
-
-    @property
-    def timings(self) -> dict:
-        return self.result.timings if self.result else {}
+        self._stack = None  # the vmapped priors, built on first use
 
     @property
     def sample_rate(self) -> int:
@@ -624,9 +506,6 @@ class Separator:
     # ---- synthesis through the priors ----
     def _stacked_synthesis(self):
         if self._stack is None:
-            import copy
-
-            from torch.func import stack_module_state
             mods = [_Synthesis(self.priors[n]) for n in self.names]
             params, buffers = stack_module_state(mods)
             base = copy.deepcopy(mods[0]).to("meta")
@@ -639,7 +518,6 @@ class Separator:
             return [torch.cat([_Synthesis(self.priors[n])(z[b:b + 1]) for b in range(z.shape[0])])
                     for n, z in zip(self.names, zs)]
         if self.stacked:
-            from torch.func import functional_call, vmap
             params, buffers, base = self._stacked_synthesis()
             mags = vmap(lambda p, b, z: functional_call(base, (p, b), (z,)))(params, buffers, torch.stack(zs))
             return list(mags.unbind(0))
@@ -741,8 +619,6 @@ class Separator:
 
     def estimate(self, mixture, sample_rate) -> SeparationResult:
         """Optimise the latents for one mixture; returns the magnitude estimates (see SeparationResult)."""
-        from .progress import bar as progress_bar
-
         t0 = time.perf_counter()
         wave, rate = self._check_input(mixture, sample_rate)
         squeeze = np.ndim(mixture) == 1
@@ -804,12 +680,11 @@ class Separator:
             song_bar.update(len(chunk))
         song_bar.close()
         t2 = time.perf_counter()
-        self.result = SeparationResult(
+        return SeparationResult(
             {n: f.result() for n, f in fades.items()}, items, wave.to(self.device), rate, c.sample_rate, c.n_fft,
             c.hop, midside, squeeze, trace=(trace / len(parts)).tolist(),
             snapshots={it: {n: f.result().cpu().numpy() for n, f in fs.items()} for it, fs in snap_fades.items()},
             timings={"prepare": t1 - t0, "optimize": t2 - t1}, chunks=len(chunks))
-        return self.result
 
     def __call__(self, mixture, sample_rate) -> dict[str, np.ndarray]:
         """Separate ``mixture`` ((channels, samples) or (samples,)) recorded at ``sample_rate`` Hz.

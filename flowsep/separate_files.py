@@ -26,9 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
+from .bundle import Bundle, load_bundle
 from .errors import FlowsepError
+from .io import atomic_path, check_writable_dir, read_audio
 from .prior import FlowPrior
+from .progress import bar as progress_bar
+from .separate import DEFAULT_METHOD, METHODS, POSTS, STEREO_MODES, Separator
 
 DEFAULT_OUT = "separated"
 DEFAULT_TEMPLATE = "{track}/{stem}.{ext}"
@@ -65,29 +70,12 @@ def load_priors(specs=(), bundle=None):
     ``--prior`` specs add sources to the bundle's (or replace one of the same name). The result is a dict
     {name: FlowPrior} with a ``name``: the bundle's, or ``priors`` for specs alone.
     """
-    from .bundle import Bundle, load_bundle
-
     if bundle is None and not specs:
         raise FlowsepError("no priors given; pass -p BUNDLE, or --prior NAME=CKPT once per source")
     loaded = load_bundle(bundle) if bundle is not None else Bundle({}, SPEC_BUNDLE_NAME)
     if specs:
         loaded.update({name: FlowPrior.load(path) for name, path in parse_prior_specs(list(specs)).items()})
     return loaded
-
-
-def check_writable_dir(path, flag: str = "--out") -> Path:
-    """Fail early (one line) if ``path`` cannot become a writable folder; creates nothing."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise FlowsepError(f"{flag} {path} exists and is not a folder; give a folder path")
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise FlowsepError(f"cannot write to {path} ({probe} is not a writable folder); choose another {flag}")
-    return path
 
 
 # ---- output files ------------------------------------------------------------------------------------
@@ -107,8 +95,6 @@ class StemFormat:
 
     def open(self, path, rate: int, channels: int):
         """A soundfile.SoundFile open for writing ``path`` (the caller writes (samples, channels) blocks)."""
-        import soundfile as sf
-
         kwargs = {}
         if self.container == "MP3":
             lo, hi = _mp3_range(rate)
@@ -187,8 +173,6 @@ def write_stem_blocks(blocks, paths: dict[str, Path], rate: int, channels: int, 
     stem is written to a temporary file next to its target as the blocks come; the temporary files are
     renamed onto the targets only after the last block, and removed if anything fails.
     """
-    from .io import atomic_path
-
     with contextlib.ExitStack() as stack:
         files = {}
         for stem, path in paths.items():
@@ -215,8 +199,6 @@ class OutputsExist(FlowsepError):
 
 
 def _separator_parameters() -> set[str]:
-    from .separate import Separator
-
     return set(inspect.signature(Separator).parameters)
 
 
@@ -238,9 +220,6 @@ class FileSeparator:
                  sample_format: str = "int16", mp3_bitrate: int = 320, filename: str = DEFAULT_TEMPLATE,
                  two_stems: str | None = None, start: float = 0.0, duration: float | None = None,
                  overwrite: bool = False, progress: bool = True, **separator_options):
-        from .bundle import Bundle, load_bundle
-        from .separate import Separator
-
         if isinstance(priors, (str, os.PathLike)):
             priors = load_bundle(priors)
         if not isinstance(priors, dict):
@@ -295,8 +274,6 @@ class FileSeparator:
 
     def __call__(self, path) -> list[Path]:
         """Separate the audio file ``path``; returns the paths written (one per stem)."""
-        from .io import read_audio
-
         paths = self.check_outputs(path)
         mixture, rate = read_audio(path, self.start, self.duration)
         result = self.separator.estimate(mixture, rate)
@@ -333,8 +310,6 @@ def separate_batch(files: FileSeparator, paths: list, progress: bool = True, log
     Returns (written, skipped, failed): {path: [output paths]}, [paths whose outputs were all there],
     {path: one-line reason}.
     """
-    from .progress import bar as progress_bar
-
     written, skipped, failed = {}, [], {}
     claimed: dict[Path, str] = {}
     for path in progress_bar(paths, show=progress and len(paths) > 1, desc="files", unit="file"):
@@ -364,8 +339,6 @@ def _reason(path, message: str) -> str:
 # ---- command line -----------------------------------------------------------------------------------
 def add_separation_options(p) -> None:
     """The separation settings of `flowsep separate` and `flowsep evaluate` (defaults: the method's)."""
-    from .separate import DEFAULT_METHOD, METHODS, POSTS, STEREO_MODES
-
     p.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD,
                    help="separation method: " + "; ".join(f"{m.name}: {m.summary}" for m in METHODS.values())
                         + f" (default {DEFAULT_METHOD})")

@@ -86,6 +86,15 @@ def to_mono(wave: torch.Tensor) -> torch.Tensor:
     return wave if wave.dim() == 1 else wave.mean(dim=0)
 
 
+def downmix(audio: np.ndarray, rate: int, new_rate: int, channel_axis: int = 0) -> np.ndarray:
+    """Average the channels of ``audio`` (along ``channel_axis``; 1-D audio is mono already) and resample
+    it to ``new_rate``: -> (samples,)."""
+    t = torch.from_numpy(np.ascontiguousarray(audio))
+    if t.dim() == 2:
+        t = t.mean(dim=channel_axis)
+    return resample(t, rate, new_rate).numpy()
+
+
 def resample(wave: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
     """Band-limited resampling along the last axis (torchaudio.functional.resample)."""
     orig_rate, new_rate = int(orig_rate), int(new_rate)
@@ -115,3 +124,94 @@ def as_channels_first(audio, what: str = "audio") -> torch.Tensor:
     if not torch.isfinite(t).all():
         raise FlowsepError(f"{what} contains NaN or Inf samples; clean the audio before using it")
     return t
+
+
+def oracle_fft_size(n_fft_44k: int, rate: int) -> int:
+    """An STFT size of ``n_fft_44k`` samples at 44.1 kHz scaled to ``rate`` (even, at least 16)."""
+    return max(16, 2 * round(n_fft_44k * rate / 44100 / 2))
+
+
+def fit_length(w: torch.Tensor, n: int) -> torch.Tensor:
+    """Cut or zero-pad the last dimension of ``w`` to ``n`` samples."""
+    if w.shape[-1] >= n:
+        return w[..., :n]
+    return torch.nn.functional.pad(w, (0, n - w.shape[-1]))
+
+
+# ---- segments and overlap-add ----------------------------------------------------------------------
+def plan_segments(frames: int, seg_frames: int, overlap_frames: int, multiple: int) -> tuple[int, list[int]]:
+    """Equal-length overlapping segments that cover ``frames`` frames.
+
+    Returns (length, starts): every segment is ``length`` frames (a multiple of ``multiple``); a clip
+    that fits in one segment gives one segment starting at 0, padded at the end up to ``length``.
+    """
+    seg_frames = max(multiple, seg_frames // multiple * multiple)
+    if frames <= seg_frames:
+        return math.ceil(frames / multiple) * multiple, [0]
+    overlap_frames = min(overlap_frames, seg_frames // 2)
+    n = math.ceil((frames - overlap_frames) / (seg_frames - overlap_frames))
+    length = math.ceil((frames + (n - 1) * overlap_frames) / n / multiple) * multiple  # <= seg_frames
+    starts = [round(i * (frames - length) / (n - 1)) for i in range(n)] if n > 1 else [0]
+    return length, starts
+
+
+def _crossfade_weights(length: int, starts: list[int], frames: int, ramp: int | None = None) -> torch.Tensor:
+    """(n_segments, length) weights: linear ramps over each overlap, 1 elsewhere, 0 on padding.
+
+    ramp: the ramps' length in frames or samples (None: the whole overlap with each neighbour).
+    """
+    n = len(starts)
+    w = torch.ones(n, length)
+    for i in range(n):
+        end = starts[i] + length
+        if end > frames:  # padding of a single short segment
+            w[i, frames - starts[i]:] = 0
+        if i + 1 < n:
+            ov = end - starts[i + 1] if ramp is None else ramp
+            if ov > 0:
+                w[i, length - ov:] *= torch.linspace(1, 0, ov + 2)[1:-1]
+        if i > 0:
+            ov = starts[i - 1] + length - starts[i] if ramp is None else ramp
+            if ov > 0:
+                w[i, :ov] *= torch.linspace(0, 1, ov + 2)[1:-1]
+    return w
+
+
+class CrossFade:
+    """Overlap-add: cross-fades overlapping segments into one whole, a segment (or a part of one) at a time.
+
+    The segments of spectrograms (InstGlow's separation, in frames) and of waveforms (the supervised
+    systems, in samples) are put back together here. lead: the leading shape of a whole, e.g. (items,
+    bins); segments are (*lead, length) and start at ``starts`` along the last axis, which has ``frames``
+    entries. ``ramp``: the cross-fades' length (None: each whole overlap). ``add(i, seg, index)`` adds
+    segment ``i`` (or ``seg`` into ``whole[index]``); ``result()`` is the whole (*lead, frames), the
+    weighted average of the segments that cover each position.
+    """
+
+    def __init__(self, lead: tuple, starts: list[int], length: int, frames: int,
+                 device=None, dtype=torch.float32, ramp: int | None = None):
+        self.starts, self.length, self.frames = starts, length, frames
+        self.weights = _crossfade_weights(length, starts, frames, ramp).to(device, dtype)
+        span = max(frames, starts[-1] + length)  # segments end at the last frame, or pad a short clip
+        self.sum = torch.zeros(*lead, span, device=device, dtype=dtype)
+        den = torch.zeros(span, device=device, dtype=dtype)
+        for i, s in enumerate(starts):
+            den[s:s + length] += self.weights[i]
+        self.den = den[:frames].clamp_min(1e-12)
+
+    def add(self, i: int, seg: torch.Tensor, index=()) -> None:
+        s = self.starts[i]
+        self.sum[index][..., s:s + self.length] += seg * self.weights[i]
+
+    def result(self) -> torch.Tensor:
+        """The whole (*lead, frames); divides in place, so call it once, after the last ``add``."""
+        return self.sum[..., :self.frames].div_(self.den)
+
+
+def overlap_add(segments: torch.Tensor, starts: list[int], frames: int) -> torch.Tensor:
+    """Cross-fade segment spectrograms back into one: (n_seg, ..., length) -> (..., frames)."""
+    fade = CrossFade(tuple(segments.shape[1:-1]), starts, segments.shape[-1], frames, segments.device,
+                     segments.dtype)
+    for i, seg in enumerate(segments):
+        fade.add(i, seg)
+    return fade.result()

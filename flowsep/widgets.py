@@ -18,12 +18,20 @@ from __future__ import annotations
 import base64
 import html
 import math
+import os
 from collections.abc import Mapping
 
+import ipywidgets as w
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from IPython.display import HTML, Audio, display, display as show
 
 from .errors import FlowsepError
+from .evaluate import score_track, summarize
+from .plots import figure_png, spectrogram
+from .separate import Separator
+from .spectral import resample
 
 MAX_RATE = 22050      # players resample down to this rate: enough for listening, half the page size
 PLAYER_WIDTH = 170    # pixels of one player in a row of players
@@ -37,8 +45,6 @@ def listenable(audio, rate: int, seconds: float | None = None, max_rate: int | N
     gain_db) where the signal is cut to its first ``seconds``, resampled to at most ``max_rate`` and,
     only if its peak exceeds 1, scaled down by ``gain_db`` (< 0) so that it can be played unclipped.
     """
-    from .spectral import resample
-
     t = audio.detach().cpu() if isinstance(audio, torch.Tensor) else torch.as_tensor(np.asarray(audio))
     t = t.to(torch.float32)
     if t.dim() == 1:
@@ -70,7 +76,6 @@ def audio(audio, rate: int, seconds: float | None = None, max_rate: int | None =
 
 
 def _player(a: np.ndarray, rate: int):
-    from IPython.display import Audio
     return Audio(a if a.shape[0] > 1 else a[0], rate=rate, normalize=False)
 
 
@@ -91,14 +96,10 @@ def audio_tag(audio_, rate: int, seconds: float | None = None, max_rate: int | N
 
 
 def _png_data_uri(fig) -> str:
-    from .plots import figure_png
     return "data:image/png;base64," + base64.b64encode(figure_png(fig)).decode("ascii")
 
 
 def _thumbnail(audio_, rate: int, seconds, width_px: int, height_px: int = 110, max_freq=None) -> str:
-    import matplotlib.pyplot as plt
-
-    from .plots import spectrogram
     a, r, _ = listenable(audio_, rate, seconds, max_rate=None)
     fig, ax = plt.subplots(figsize=(width_px / 100, height_px / 100), dpi=100)
     spectrogram(a, r, ax=ax, colorbar=False, max_freq=max_freq)
@@ -111,10 +112,6 @@ def _thumbnail(audio_, rate: int, seconds, width_px: int, height_px: int = 110, 
 def spectrogram_player(audio_, rate: int, title: str | None = None, seconds: float | None = None,
                        max_freq: float | None = None, width: int = 640):
     """A spectrogram above its player, as one HTML block (``IPython.display.HTML``)."""
-    import matplotlib.pyplot as plt
-    from IPython.display import HTML
-
-    from .plots import spectrogram
     a, r, _ = listenable(audio_, rate, seconds, max_rate=None)
     fig, ax = plt.subplots(figsize=(width / 100, 2.4), dpi=100)
     spectrogram(a, r, ax=ax, title=title, max_freq=max_freq)
@@ -133,8 +130,6 @@ def audio_grid(rows: Mapping, rate: int | None = None, columns=None, seconds: fl
     system that has no output for that target). With ``spectrograms=True`` every cell also shows a
     small spectrogram above its player. Returns an ``IPython.display.HTML``.
     """
-    from IPython.display import HTML
-
     if not isinstance(rows, Mapping) or not rows:
         raise FlowsepError("audio_grid needs {row: {column: audio}} with at least one row")
     if columns is None:
@@ -176,8 +171,6 @@ def players(stems: Mapping, rate: int, seconds: float | None = None, spectrogram
     Values may also be ``(audio, rate)``. With ``spectrograms=True`` each player has a small
     spectrogram above it.
     """
-    from IPython.display import HTML
-
     items = []
     for name, item in stems.items():
         sig, r = item if isinstance(item, tuple) else (item, rate)
@@ -199,10 +192,6 @@ def separation_panel(priors: Mapping, mixture, rate: int, references: Mapping | 
     the loss curve, the SDR table (when references are given) and a player per estimate. It needs a
     live kernel: a static page shows no controls. Returns the panel (an ``ipywidgets.VBox``).
     """
-    import ipywidgets as w
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-
     style = {"description_width": "initial"}
     controls = {
         "iterations": w.IntSlider(value=iterations, min=0, max=600, step=10, description="iterations",
@@ -222,8 +211,6 @@ def separation_panel(priors: Mapping, mixture, rate: int, references: Mapping | 
     out = w.Output()
 
     def run(_):
-        from .separate import Separator
-
         settings = {k: c.value for k, c in controls.items()}
         if not settings.pop("use_prior"):
             settings["prior_weight"] = 0.0
@@ -232,14 +219,14 @@ def separation_panel(priors: Mapping, mixture, rate: int, references: Mapping | 
         with out:
             try:
                 sep = Separator(dict(priors), device=device, progress=True, **settings)
-                stems = sep(mixture, rate)
+                result = sep.estimate(mixture, rate)
+                stems = result.render(sep.post, sep.wiener_iterations)
                 fig, ax = plt.subplots(figsize=(6, 2.5))
-                ax.plot(sep.trace)
+                ax.plot(result.trace)
                 ax.set(xlabel="iteration", ylabel="loss", title="the separation objective")
                 fig.tight_layout()
                 plt.show()
                 if references:
-                    from .evaluate import score_track, summarize
                     common = {k: references[k] for k in stems if k in references}
                     display(summarize([score_track(common, {k: stems[k] for k in common}, rate)]).round(2))
                 display(players(stems, rate, caption="estimates"))
@@ -263,8 +250,6 @@ def glue(name: str, value, display: bool = False) -> None:
     ``display`` is true (a table, a figure), so that a reader of the notebook gets the number the text
     quotes. numpy and torch scalars are stored as plain Python numbers.
     """
-    import os
-
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
     if isinstance(value, np.generic):
@@ -278,7 +263,6 @@ def glue(name: str, value, display: bool = False) -> None:
             myst_glue(name, value, display=display)
             return
     if display and not isinstance(value, (int, float, str)):
-        from IPython.display import display as show
         show(value)
     else:
         print(f"{name} = {readable(value)}")

@@ -14,8 +14,9 @@ import soundfile as sf
 import flowsep
 from flowsep.cli import main
 from flowsep.errors import FlowsepError
-from flowsep.evaluate import (MixtureAsEstimate, OracleRatioMask, evaluate_estimates, evaluate_separator,
-                              iter_tracks, load_scores, open_tracks, score_track, score_track_paper, summarize)
+from flowsep.baselines.oracles import MixtureAsEstimate, OracleRatioMask
+from flowsep.evaluate import (evaluate_estimates, evaluate_separator, iter_tracks, load_scores, open_tracks, score_track,
+                              score_track_paper, summarize)
 
 RATE = 8000
 

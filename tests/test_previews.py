@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from flowsep import FlowsepError
-from flowsep.assets import data_home, ensure_dataset, set_data_home
+from flowsep.cache import data_home, ensure_dataset, set_data_home
 from flowsep.data.musdb import PREVIEW, load_source_signals, open_db, preview_root, track_stems
 
 STREAMS = ("mixture", "drums", "bass", "other", "vocals")   # MUSDB18's order of streams in .stem.mp4

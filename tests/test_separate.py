@@ -102,14 +102,14 @@ def sdr(ref, est):
 
 def test_separation_beats_mixture_as_estimate(priors, stems):
     mix = stems["tone"] + stems["burst"]
-    sep = Separator(priors, iterations=100, progress=False)
-    est = sep(mix, RATE)
+    result = Separator(priors, iterations=100, progress=False).estimate(mix, RATE)
+    est = result.render("wiener")
     for name, ref in stems.items():
         assert sdr(ref, est[name]) > sdr(ref, mix) + 3.0, name
-    assert sep.trace[-1] < 0.5 * sep.trace[0]
+    assert result.trace[-1] < 0.5 * result.trace[0]
     # the search itself helps: the optimised magnitudes beat the priors' modes (the start point)
     start = Separator(priors, iterations=0, post="none", progress=False)(mix, RATE)
-    found = sep.result.render("none")
+    found = result.render("none")
     for name, ref in stems.items():
         assert sdr(ref, found[name]) > sdr(ref, start[name]) + 1.0, name
 
@@ -173,36 +173,39 @@ def test_batched_equals_unbatched(priors, stereo_mix):
     runs = {"unbatched": Separator(priors, unbatched=True, **kw),
             "batched": Separator(priors, stack_sources=False, **kw),
             "stacked": Separator(priors, stack_sources=True, **kw)}
-    out = {k: sep(stereo_mix, RATE) for k, sep in runs.items()}
+    results = {k: sep.estimate(stereo_mix, RATE) for k, sep in runs.items()}
+    out = {k: r.render("none") for k, r in results.items()}
     peak = np.abs(stereo_mix).max()
     for k in ("batched", "stacked"):
         for name in priors:
             assert np.abs(out[k][name] - out["unbatched"][name]).max() < 1e-4 * peak, (k, name)
-        np.testing.assert_allclose(runs[k].trace, runs["unbatched"].trace, rtol=1e-4)
+        np.testing.assert_allclose(results[k].trace, results["unbatched"].trace, rtol=1e-4)
     assert runs["stacked"].stacked and not runs["unbatched"].stacked
 
 
 def test_trace_and_snapshots(priors, stems):
     mix = stems["tone"] + stems["burst"]
     sep = Separator(priors, iterations=12, snapshots=[0, 5, 12], progress=False)
-    sep(mix, RATE)
-    assert len(sep.trace) == 13 and all(math.isfinite(v) for v in sep.trace)
-    assert sep.trace[-1] < sep.trace[0]
-    assert sorted(sep.snapshots) == [0, 5, 12]
+    result = sep.estimate(mix, RATE)
+    result.render(sep.post)
+    assert len(result.trace) == 13 and all(math.isfinite(v) for v in result.trace)
+    assert result.trace[-1] < result.trace[0]
+    assert sorted(result.snapshots) == [0, 5, 12]
     frames = 1 + len(mix) // 64
-    for snap in sep.snapshots.values():
+    for snap in result.snapshots.values():
         assert set(snap) == {"tone", "burst"}
         assert snap["tone"].shape == (1, 65, frames) and (snap["tone"] >= 0).all()
-    assert not np.allclose(sep.snapshots[0]["tone"], sep.snapshots[12]["tone"])
-    assert set(sep.timings) == {"prepare", "optimize", "post"}
+    assert not np.allclose(result.snapshots[0]["tone"], result.snapshots[12]["tone"])
+    assert set(result.timings) == {"prepare", "optimize", "post"}
 
 
 def test_x_space_prior_and_noise_init(priors, stems):
     mix = stems["tone"] + stems["burst"]
     sep = Separator(priors, iterations=10, prior_space="x", prior_weight=1e-3, init=0.1, progress=False)
-    est = sep(mix, RATE)
+    result = sep.estimate(mix, RATE)
+    est = result.render(sep.post)
     assert all(np.isfinite(v).all() for v in est.values())
-    assert sep.trace[-1] < sep.trace[0]
+    assert result.trace[-1] < result.trace[0]
 
 
 @pytest.mark.parametrize("n_sources", [3, 5])
@@ -230,12 +233,13 @@ def test_priors_are_left_untouched(priors, stems):
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_adds_up_and_beats_the_mixture(priors, stereo_stems, stereo_mix, method):
     sep = Separator(priors, method=method, progress=False)
-    est = sep(stereo_mix, RATE)
+    result = sep.estimate(stereo_mix, RATE)
+    est = result.render(sep.post)
     assert np.abs(sum(est.values()) - stereo_mix).max() < 1e-4 * np.abs(stereo_mix).max()
     for name, ref in stereo_stems.items():
         for ch in range(2):
             assert sdr(ref[ch], est[name][ch]) > sdr(ref[ch], stereo_mix[ch]) + 1.0, (method, name, ch)
-    assert sep.trace[-1] < sep.trace[0] and len(sep.trace) == METHODS[method].iterations + 1
+    assert result.trace[-1] < result.trace[0] and len(result.trace) == METHODS[method].iterations + 1
 
 
 def test_method_settings_and_overrides(priors):

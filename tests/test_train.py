@@ -153,7 +153,7 @@ def test_atomic_writes_leave_no_temporary_file_and_normal_permissions(tmp_path):
 
 def _toy_loop(losses, **kwargs):
     """run_steps on a one-parameter model whose loss at step s is losses[s] * w; returns (saves, history)."""
-    from flowsep.train import run_steps
+    from flowsep.trainer import run_steps
     w = torch.nn.Parameter(torch.ones(()))
     opt = torch.optim.SGD([w], lr=0.1)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
@@ -194,7 +194,7 @@ def test_run_steps_stops_at_a_time_budget_and_resumes_within_it():
     # the rate follows the fraction of the budget used before each step: 0, 1/4.5, 2/4.5 -> 0.1; then 0.01
     assert history["train_x"] == pytest.approx([1.0, 0.9, 0.8, 0.7, 0.69])
     # resume: the seconds already spent count, so two more steps reach a 7 s budget
-    from flowsep.train import run_steps
+    from flowsep.trainer import run_steps
     w = torch.nn.Parameter(torch.ones(()))
     run_steps(iter([1.0] * 50), lambda v: v * w, [w], torch.optim.SGD([w], lr=0.1),
               torch.amp.GradScaler("cuda", enabled=False), 4.0, start=5, seconds=7.0, step_seed=lambda s: s,
@@ -206,7 +206,7 @@ def test_run_steps_stops_at_a_time_budget_and_resumes_within_it():
 def test_learning_rate_decays_at_fractions_of_the_budget():
     from fractions import Fraction
 
-    from flowsep.train import decay_count, scheduled_lr
+    from flowsep.trainer import decay_count, scheduled_lr
     cfg = PriorConfig.preset("cpu")          # 1000 steps, x0.3 after 700
     # at the profile's own length the rates are StepLR's, bit for bit
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
@@ -259,7 +259,7 @@ def test_profile_time_budget_is_the_default(tone_dir):
 def test_gpu_profile_is_the_published_flow_on_a_time_budget():
     """gpu: the paper's architecture and batch, fp16 on CUDA, log magnitudes, a wall-clock budget per prior."""
     from flowsep.baselines import SupervisedConfig
-    from flowsep.train import resolve_budget
+    from flowsep.trainer import resolve_budget
     gpu, paper = PriorConfig.preset("gpu"), PriorConfig.preset("paper")
     arch = ("sample_rate", "n_fft", "hop", "n_blocks", "hidden", "kernel", "n_layers", "n_split", "n_sqz",
             "batch_size", "segment_frames", "mixed_precision")

@@ -39,17 +39,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from openunmix.model import OpenUnmix
+from openunmix.utils import bandwidth_to_max_bin
 from torch import nn
+from torchaudio.models import ConvTasNet, HDemucs
 
+from ..constants import DISPLAY_NAMES, MODEL_NAMES, PROFILES, TARGETS
+from ..device import resolve_device
 from ..errors import FlowsepError
-from ..spectral import as_channels_first, istft, resample, stft
+from ..filtering import multichannel_wiener
+from ..prior import PriorConfig
+from ..spectral import CrossFade, as_channels_first, fit_length, istft, resample, stft
 from .waveunet import WaveUNet
 
-TARGETS = ("vocals", "drums", "bass", "other")
-MODEL_NAMES = ("openunmix", "convtasnet", "demucs", "waveunet")
-DISPLAY_NAMES = {"openunmix": "Open-Unmix", "convtasnet": "Conv-TasNet", "demucs": "Demucs",
-                 "waveunet": "Wave-U-Net"}
-PROFILES = ("smoke", "cpu", "gpu", "paper")
 CHECKPOINT_FORMAT = 1
 
 #: Profile-wide signal settings: sample rate, model channels, chunk length used at separation time.
@@ -118,8 +120,6 @@ def training_budget(profile: str) -> dict:
     much of its one source; a supervised model that much of mixtures with their stems). At ``paper`` this is
     the published prior training: 240,000 steps x 32 examples x 7.42 s, about 15,800 hours of audio.
     """
-    from ..prior import PriorConfig
-
     if profile not in PROFILES:
         raise FlowsepError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
     p = PriorConfig.preset(profile)
@@ -226,9 +226,6 @@ class OpenUnmixModels(nn.Module):
 
     def __init__(self, targets, channels: int, sample_rate: int, n_fft: int, hop: int, hidden: int,
                  layers: int, bandwidth=None, wiener_iterations: int = 1):
-        from openunmix.model import OpenUnmix
-        from openunmix.utils import bandwidth_to_max_bin
-
         super().__init__()
         self.targets, self.n_fft, self.hop = tuple(targets), int(n_fft), int(hop)
         self.wiener_iterations = int(wiener_iterations)
@@ -259,8 +256,6 @@ class OpenUnmixModels(nn.Module):
         return F.mse_loss(est.float(), ref, reduction="none").mean(dim=(0, 2, 3, 4)).sum()
 
     def forward(self, mixture: torch.Tensor) -> torch.Tensor:
-        from ..separate import multichannel_wiener
-
         spec = stft(mixture, self.n_fft, self.hop)                         # (B, C, bins, frames)
         mags = self.magnitudes(mixture).float()                             # (B, S, C, bins, frames)
         out = []
@@ -280,8 +275,6 @@ class ConvTasNetModel(_WaveformLoss, nn.Module):
     """
 
     def __init__(self, targets, audio_channels: int, **arch):
-        from torchaudio.models import ConvTasNet
-
         super().__init__()
         self.targets = tuple(targets)
         self.net = ConvTasNet(num_sources=len(self.targets), **arch)
@@ -299,8 +292,6 @@ class HDemucsModel(_WaveformLoss, nn.Module):
     """
 
     def __init__(self, targets, audio_channels: int, **arch):
-        from torchaudio.models import HDemucs
-
         super().__init__()
         self.targets = tuple(targets)
         self.net = HDemucs(list(self.targets), audio_channels=audio_channels, **arch)
@@ -352,17 +343,6 @@ def _chunk_starts(length: int, chunk: int, overlap: int) -> list[int]:
     return starts + [length - chunk]
 
 
-def _fade_window(chunk: int, overlap: int, first: bool, last: bool) -> torch.Tensor:
-    w = torch.ones(chunk)
-    if overlap > 0:
-        ramp = torch.linspace(0, 1, overlap + 2)[1:-1]
-        if not first:
-            w[:overlap] = ramp
-        if not last:
-            w[-overlap:] = ramp.flip(0)
-    return w
-
-
 class SupervisedSeparator:
     """A trained supervised network with the Separator's call: ``stems = model(mixture, rate)``.
 
@@ -378,8 +358,6 @@ class SupervisedSeparator:
     needs_sources = False
 
     def __init__(self, network: nn.Module, config: SupervisedConfig, device="cpu", history=None):
-        from ..train import resolve_device
-
         self.config = config
         self.device = resolve_device(device)
         self.network = network.to(self.device).eval()
@@ -408,18 +386,14 @@ class SupervisedSeparator:
         b, ch, n = items.shape
         chunk = max(int(round(c.chunk_seconds * c.sample_rate)), c.segment_samples)
         overlap = chunk // 4
-        out = torch.zeros(b, len(c.targets), ch, n)
-        weight = torch.zeros(n)
         starts = _chunk_starts(n, chunk, overlap)
+        length = min(chunk, n)
+        fade = CrossFade((b, len(c.targets), ch), starts, length, n, ramp=overlap)
         for i, s in enumerate(starts):
-            seg = items[..., s:s + chunk]
-            m = seg.shape[-1]
-            short = max(0, c.segment_samples - m)          # pad very short inputs to one training example
-            y = self.network(F.pad(seg, (0, short)).to(self.device)).float().cpu()[..., :m]
-            w = _fade_window(m, overlap, i == 0, i == len(starts) - 1)
-            out[..., s:s + m] += y * w
-            weight[s:s + m] += w
-        return out / weight.clamp_min(1e-8)
+            seg = items[..., s:s + length]
+            short = max(0, c.segment_samples - length)    # pad very short inputs to one training example
+            fade.add(i, self.network(F.pad(seg, (0, short)).to(self.device)).float().cpu()[..., :length])
+        return fade.result()
 
     def __call__(self, mixture, rate) -> dict[str, np.ndarray]:
         c = self.config
@@ -437,8 +411,5 @@ class SupervisedSeparator:
             pairs = x[:, None].expand(-1, 2, -1)                            # each channel as a stereo pair
             est = self.separate_tensor(pairs).mean(2).transpose(0, 1)       # (S, C_in, samples)
         est = resample(est.contiguous(), c.sample_rate, int(rate))
-        if est.shape[-1] >= length:
-            est = est[..., :length]
-        else:
-            est = F.pad(est, (0, length - est.shape[-1]))
+        est = fit_length(est, length)
         return {t: est[j].numpy().astype(np.float32) for j, t in enumerate(c.targets)}

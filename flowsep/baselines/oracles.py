@@ -7,24 +7,23 @@ oracles also need the true stems, given per track as ``f(mixture, rate, sources=
 attribute ``needs_sources = True`` tells :func:`flowsep.evaluate.evaluate_separator` to pass them) or,
 for :class:`OracleWiener`, once at construction.
 
-* :class:`MixtureAsEstimate` (from :mod:`flowsep.evaluate`): every estimate is the mixture (a lower bound;
+* :class:`MixtureAsEstimate`: every estimate is the mixture (a lower bound;
   1.07 dB average SDR on MUSDB18).
-* :class:`OracleRatioMask` (from :mod:`flowsep.evaluate`): ideal ratio mask |S_j|^2 / sum_k |S_k|^2 on the
+* :class:`OracleRatioMask`: ideal ratio mask |S_j|^2 / sum_k |S_k|^2 on the
   mixture STFT ("IRM2", 8.22 dB on MUSDB18).
 * :class:`OracleWiener`: the oracle multichannel Wiener filter ("MWF", 7.88 dB on MUSDB18): each source's
   power spectral density and spatial covariance matrix estimated from its true STFT, then the mixture
-  filtered once with open-unmix's :func:`openunmix.filtering.expectation_maximization`.
+  filtered once (:func:`flowsep.filtering.wiener_from_images`).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from ..constants import TARGETS
 from ..errors import FlowsepError
-from ..evaluate import MixtureAsEstimate, OracleRatioMask
-from ..spectral import as_channels_first, istft, stft
-
-__all__ = ["MixtureAsEstimate", "OracleRatioMask", "OracleWiener"]
+from ..filtering import ratio_masks, wiener_from_images
+from ..spectral import as_channels_first, istft, oracle_fft_size, stft
 
 
 class OracleWiener:
@@ -44,24 +43,12 @@ class OracleWiener:
         self.targets = tuple(targets) if targets else None
         self.sources, self.n_fft, self.iterations = sources, int(n_fft), int(iterations)
 
-    def _filter(self, mix: torch.Tensor, specs: torch.Tensor) -> torch.Tensor:
-        """mix (C, F, T) complex128, specs (J, C, F, T) complex128 -> filtered (J, C, F, T)."""
-        from openunmix.filtering import expectation_maximization
-
-        if mix.shape[0] > 2:  # open-unmix inverts 1x1 and 2x2 covariances: filter each channel alone
-            return torch.cat([self._filter(mix[c:c + 1], specs[:, c:c + 1]) for c in range(mix.shape[0])], 1)
-        x = torch.view_as_real(mix.permute(2, 1, 0))                       # (T, F, C, 2)
-        y = torch.view_as_real(specs.permute(3, 2, 1, 0)).transpose(-1, -2)  # (T, F, C, 2, J)
-        scale = max(1.0, float(mix.abs().max()) / 10.0)                     # as openunmix.filtering.wiener
-        y, _, _ = expectation_maximization(y.contiguous() / scale, x.contiguous() / scale, self.iterations)
-        return torch.view_as_complex(y.permute(4, 2, 1, 0, 3).contiguous()) * scale
-
     def __call__(self, mixture, rate, sources: dict | None = None) -> dict[str, np.ndarray]:
         sources = sources if sources is not None else self.sources
         if not sources:
             raise FlowsepError("the oracle Wiener filter needs the true stems: pass sources={stem: audio}")
         mix = as_channels_first(mixture, "mixture").double()
-        n_fft = max(16, 2 * round(self.n_fft * rate / 44100 / 2))
+        n_fft = oracle_fft_size(self.n_fft, rate)
         hop = n_fft // 4
         names = list(sources)
         stems = [as_channels_first(sources[k], k).double() for k in names]
@@ -70,9 +57,46 @@ class OracleWiener:
                 raise FlowsepError(f"stem {k!r} has shape {tuple(s.shape)} but the mixture {tuple(mix.shape)}; "
                                    "give the stems of this mixture")
         x = stft(mix, n_fft, hop)
-        y = self._filter(x, torch.stack([stft(s, n_fft, hop) for s in stems]))
+        y = wiener_from_images(torch.stack([stft(s, n_fft, hop) for s in stems]), x, self.iterations)
         targets = self.targets or tuple(names)
         missing = [t for t in targets if t not in names]
         if missing:
             raise FlowsepError(f"no stem {missing[0]!r} among the sources ({', '.join(names)})")
         return {t: istft(y[names.index(t)], n_fft, hop, mix.shape[-1]).float().numpy() for t in targets}
+
+
+# ---- bounds: systems that need no training ---------------------------------------------------------
+class MixtureAsEstimate:
+    """The trivial bound: every target's estimate is the mixture itself."""
+
+    def __init__(self, targets=TARGETS):
+        self.targets = tuple(targets)
+
+    def __call__(self, mixture, rate):
+        mix = np.asarray(as_channels_first(mixture, "mixture"))
+        return {t: mix.copy() for t in self.targets}
+
+
+class OracleRatioMask:
+    """Oracle ideal ratio mask from the true stems: |S_j|^p / sum_k |S_k|^p applied to the mixture STFT.
+
+    ``power`` 2 is "IRM2" and 1 is "IRM1" of the SiSEC oracles. The STFT has ``n_fft`` samples at 44.1 kHz
+    (scaled with the rate) and a quarter of that as hop. Called as ``f(mixture, rate, sources=...)`` with
+    every stem of the track (the mask's denominator); returns the ``targets`` (default: all stems).
+    """
+
+    needs_sources = True
+
+    def __init__(self, targets=None, power: float = 2.0, n_fft: int = 4096):
+        self.targets, self.power, self.n_fft = (tuple(targets) if targets else None), float(power), int(n_fft)
+
+    def __call__(self, mixture, rate, sources: dict):
+        mix = as_channels_first(mixture, "mixture").double()
+        n_fft = oracle_fft_size(self.n_fft, rate)
+        hop = n_fft // 4
+        spec = {k: stft(as_channels_first(v, k).double(), n_fft, hop) for k, v in sources.items()}
+        names = list(spec)
+        masks = ratio_masks(torch.stack([spec[k].abs() ** self.power for k in names]), eps=1e-20)
+        x = stft(mix, n_fft, hop)
+        targets = self.targets or tuple(sources)
+        return {t: istft(masks[names.index(t)] * x, n_fft, hop, mix.shape[-1]).float().numpy() for t in targets}

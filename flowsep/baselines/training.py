@@ -29,10 +29,17 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..data.chunks import StemChunks, step_loader
+from ..constants import MODEL_NAMES
+from ..data.chunks import StemChunks
+from ..data.musdb import is_musdb_root, resolve_root, track_stems, training_db
+from ..device import resolve_device
 from ..errors import FlowsepError
-from ..io import load_torch, save_torch
-from .models import (CHECKPOINT_FORMAT, MODEL_NAMES, SupervisedConfig, SupervisedSeparator, build_network)
+from ..io import check_format, load_torch
+from ..trainer import ensure_trained, fit, resolve_budget, resume_from
+from .models import CHECKPOINT_FORMAT, SupervisedConfig, SupervisedSeparator, build_network
+
+#: added to the process's rank in the seed of every training step (:func:`flowsep.trainer.step_seed`)
+SEED_SALT = 7
 
 
 def load_stem_tracks(root, targets, rate: int, channels: int, split: str = "train") -> list[np.ndarray]:
@@ -41,14 +48,8 @@ def load_stem_tracks(root, targets, rate: int, channels: int, split: str = "trai
     split: musdb's "train" or "valid" split (``valid`` falls back to the train tracks when empty).
     channels 1: every channel of every song becomes its own mono recording; 2: mono songs are duplicated.
     """
-    from ..data.musdb import open_db, resolve_root, track_stems
-
     root = Path(resolve_root(root)).resolve()  # musdb joins a relative setup file onto the root a second time
-    db = open_db(root, "train", split)
-    if not db.tracks and split == "valid":
-        db = open_db(root, "train", "train")
-    if not db.tracks:
-        raise FlowsepError(f"{root} has no training tracks; generate or download some first")
+    db = training_db(root, split)
     known = set(db.tracks[0].sources)
     missing = [t for t in targets if t not in known]
     if missing:
@@ -67,30 +68,20 @@ def load_stem_tracks(root, targets, rate: int, channels: int, split: str = "trai
     return out
 
 
-def _step_seed(seed: int, step: int) -> int:
-    return (seed * 1_000_003 + step) * 1_009 + 7
+class SupervisedLoss(nn.Module):
+    """The training objective of a supervised network: ``forward([mixture, stems]) -> net.loss(mixture, stems)``.
 
+    mixture: (B, C, samples), stems: (B, targets, C, samples), as :class:`flowsep.data.chunks.StemChunks`
+    batches them. A module, so that DistributedDataParallel can wrap it.
+    """
 
-def _amp(device: torch.device, enabled: bool):
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return torch.autocast(device.type, enabled=False)
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
 
-
-@torch.no_grad()
-def validate(net: nn.Module, data: StemChunks, batches: int, batch: int, device, amp: bool) -> float:
-    """Mean training loss on the first ``batches`` fixed batches of the validation examples."""
-    was = net.training
-    net.eval()
-    total = 0.0
-    for b in range(batches):
-        items = [data[b * batch + k] for k in range(batch)]
-        mix = torch.stack([m for m, _ in items]).to(device)
-        stems = torch.stack([s for _, s in items]).to(device)
-        with _amp(device, amp):
-            total += float(net.loss(mix, stems))
-    net.train(was)
-    return total / batches
+    def forward(self, batch) -> torch.Tensor:
+        mixture, stems = batch
+        return self.net.loss(mixture, stems)
 
 
 def checkpoint_dict(net: nn.Module, config: SupervisedConfig, train_state: dict | None = None) -> dict:
@@ -102,21 +93,16 @@ def checkpoint_dict(net: nn.Module, config: SupervisedConfig, train_state: dict 
     return ckpt
 
 
+def _check_format(ckpt: dict, path) -> dict:
+    return check_format(ckpt, "flowsep-supervised", CHECKPOINT_FORMAT, path, "checkpoint of a supervised baseline",
+                        "`flowsep train-supervised`", "model")
+
+
 def _read_checkpoint(path) -> dict:
-    ckpt = load_torch(path, "supervised checkpoint")
-    if ckpt.get("format") != "flowsep-supervised" or "model" not in ckpt:
-        raise FlowsepError(f"{path} is not a checkpoint of a supervised baseline; give a file written by "
-                           "`flowsep train-supervised`")
-    if ckpt.get("format_version") != CHECKPOINT_FORMAT:
-        raise FlowsepError(f"{path} has checkpoint format {ckpt.get('format_version')} (flowsep "
-                           f"{ckpt.get('flowsep_version')}); this flowsep {__version__} reads format "
-                           f"{CHECKPOINT_FORMAT}: retrain it")
-    return ckpt
+    return _check_format(load_torch(path, "supervised checkpoint"), path)
 
 
-def load_supervised(path, device="cpu") -> SupervisedSeparator:
-    """Read a checkpoint written by :func:`train_supervised` back as a ready-to-use separator."""
-    ckpt = _read_checkpoint(path)
+def _separator(ckpt: dict, path, device) -> SupervisedSeparator:
     config = SupervisedConfig.from_dict(ckpt["model"]["config"], source=str(path))
     net = build_network(config)
     try:
@@ -125,6 +111,11 @@ def load_supervised(path, device="cpu") -> SupervisedSeparator:
         raise FlowsepError(f"{path} does not match the {config.model} architecture it names; retrain it") from None
     history = ckpt.get("train", {}).get("history")
     return SupervisedSeparator(net, config, device=device, history=history)
+
+
+def load_supervised(path, device="cpu") -> SupervisedSeparator:
+    """Read a checkpoint written by :func:`train_supervised` back as a ready-to-use separator."""
+    return _separator(_read_checkpoint(path), path, device)
 
 
 def train_supervised(name: str, data, profile: str = "cpu", out=None, steps: int | None = None, device="auto",
@@ -142,8 +133,6 @@ def train_supervised(name: str, data, profile: str = "cpu", out=None, steps: int
     ``config.train_seconds`` when set, else ``config.steps``. The learning rate is constant (as in the
     published recipes of these systems over such short runs).
     """
-    from ..train import UNBOUNDED_STEPS, resolve_budget, resolve_device, run_steps, training_bar
-
     if name not in MODEL_NAMES:
         raise FlowsepError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
     dev = resolve_device(device)
@@ -151,18 +140,11 @@ def train_supervised(name: str, data, profile: str = "cpu", out=None, steps: int
     if c.model != name:
         raise FlowsepError(f"the config is for {c.model}, not {name}")
     out = Path(out) if out else None
-    state = None
-    if resume:
-        if out is None:
-            raise FlowsepError("--resume needs --out CKPT, the checkpoint to continue")
-        if out.is_file():
-            state = _read_checkpoint(out)
-            if "train" not in state:
-                raise FlowsepError(f"{out} holds a finished model without training state; train anew "
-                                   "without --resume or give another --out")
-            c = SupervisedConfig.from_dict(state["model"]["config"], source=str(out))
-            if c.model != name:
-                raise FlowsepError(f"{out} holds a {c.model} model, not {name}; give another --out")
+    state = resume_from(out, _read_checkpoint) if resume else None
+    if state is not None:
+        c = SupervisedConfig.from_dict(state["model"]["config"], source=str(out))
+        if c.model != name:
+            raise FlowsepError(f"{out} holds a {c.model} model, not {name}; give another --out")
     budget = resolve_budget(steps, seconds, c.steps, c.train_seconds,
                             state["train"].get("budget") if state is not None else None)
 
@@ -174,34 +156,12 @@ def train_supervised(name: str, data, profile: str = "cpu", out=None, steps: int
 
     torch.manual_seed(c.seed)
     net = build_network(c).to(dev).train()
-    opt = torch.optim.Adam(net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-    amp = c.mixed_precision
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and dev.type == "cuda")
-    history = {"step": [], "elapsed": [], "train_loss": [], "val_step": [], "val_loss": [], "seconds": 0.0}
-    start = 0
     if state is not None:
         net.load_state_dict(state["model"]["state_dict"])
-        opt.load_state_dict(state["train"]["optimizer"])
-        scaler.load_state_dict(state["train"]["scaler"])
-        history = state["train"]["history"]
-        start = int(state["train"]["step"])
-    elif hasattr(net, "set_input_statistics"):
-        # Open-Unmix normalises its input with the training mixtures' per-bin mean and deviation
+
+    def initialise():  # Open-Unmix normalises its input with the training mixtures' per-bin mean and deviation
         n = c.stat_batches * c.batch_size
         net.set_input_statistics(torch.stack([train_set[k][0] for k in range(n)]).to(dev))
-
-    def save(step):
-        if out is not None:
-            save_torch(checkpoint_dict(net, c, {"step": step, "budget": budget, "optimizer": opt.state_dict(),
-                                                "scaler": scaler.state_dict(), "history": history}), out)
-
-    bar = training_bar(budget, start, history["seconds"], f"train {c.display_name}") if progress else None
-    loader = step_loader(train_set, start, budget.get("steps", UNBOUNDED_STEPS), c.batch_size, 0, 1, workers)
-
-    def loss_of(batch):
-        mix, stems = (t.to(dev, non_blocking=True) for t in batch)
-        with _amp(dev, amp):
-            return net.loss(mix, stems)
 
     def postfix(h):
         post = {"loss": f"{h['train_loss'][-1]:.4g}"}
@@ -209,11 +169,11 @@ def train_supervised(name: str, data, profile: str = "cpu", out=None, steps: int
             post["val"] = f"{h['val_loss'][-1]:.4g}"
         return post
 
-    run_steps(loader, loss_of, list(net.parameters()), opt, scaler, c.grad_clip, start=start,
-              total=budget.get("steps"), seconds=budget.get("seconds"), step_seed=lambda s: _step_seed(c.seed, s),
-              history=history, key="loss",
-              validate=lambda: validate(net, val_set, c.val_batches, c.batch_size, dev, amp),
-              val_every=c.val_every, checkpoint_every=c.checkpoint_every, save=save, bar=bar, postfix=postfix)
+    history = fit(SupervisedLoss(net), train_set, val_set, c, budget=budget, device=dev, out=out, state=state,
+                  checkpoint=lambda: checkpoint_dict(net, c),
+                  initialise=initialise if hasattr(net, "set_input_statistics") else None, key="loss",
+                  desc=f"train {c.display_name}", postfix=postfix, seed_salt=SEED_SALT, workers=workers,
+                  progress=progress)
     return SupervisedSeparator(net, c, device=dev, history=history)
 
 
@@ -223,20 +183,14 @@ def ensure_supervised(name: str, data, profile: str, out, steps: int | None = No
 
     The budget: ``steps`` or ``seconds`` when given, else the profile's (see :func:`train_supervised`).
     """
-    from ..train import budget_spent, resolve_budget
-
-    out = Path(out)
     cfg = SupervisedConfig.preset(name, profile)
     budget = resolve_budget(steps, seconds, cfg.steps, cfg.train_seconds)
-    resume = False
-    if out.is_file():
-        ckpt = _read_checkpoint(out)
-        same = SupervisedConfig.from_dict(ckpt["model"]["config"], str(out)) == cfg
-        if same and budget_spent(ckpt.get("train", {}), budget):
-            return load_supervised(out, device=device)
-        resume = same and "train" in ckpt  # an unfinished run of the same model continues
-    return train_supervised(name, data, profile, out=out, device=device, resume=resume, progress=progress,
-                            **budget)
+    return ensure_trained(out, lambda ckpt: SupervisedConfig.from_dict(_check_format(ckpt, out)["model"]["config"],
+                                                                       str(out)),
+                          cfg, budget, what="supervised checkpoint",
+                          train=lambda resume: train_supervised(name, data, profile, out=out, device=device,
+                                                                resume=resume, progress=progress, **budget),
+                          load=lambda ckpt: _separator(ckpt, out, device))
 
 
 # ---- command line -----------------------------------------------------------------------------------
@@ -266,8 +220,6 @@ def register_cli(sub) -> None:
 
 
 def _cli(args) -> int:
-    from ..data.musdb import is_musdb_root, resolve_root
-
     if args.model not in MODEL_NAMES:
         raise FlowsepError(f"unknown model {args.model!r}; choose one of: {', '.join(MODEL_NAMES)}")
     args.data = resolve_root(args.data)  # "musdb-preview": MUSDB18's previews, fetched once

@@ -16,15 +16,22 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..errors import FlowsepError
 
 
-def _active_starts(signal: np.ndarray, length: int, stride: int, silence_db: float) -> np.ndarray:
-    """Start positions (multiples of ``stride``) whose chunk of ``length`` samples is louder than ``silence_db``."""
+def chunk_levels(signal: np.ndarray, length: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """RMS level (dBFS) of every chunk of ``length`` samples starting at multiples of ``stride``:
+    (start positions (n,), levels (n,)), the quantity :class:`SourceChunks` compares with its silence threshold."""
     n = len(signal) - length
     if n < 0:
-        return np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
     starts = np.arange(0, n + 1, stride, dtype=np.int64)
-    power = np.concatenate([[0.0], np.cumsum(signal.astype(np.float64) ** 2)])
+    power = np.concatenate([[0.0], np.cumsum(np.asarray(signal, dtype=np.float64) ** 2)])
     rms = np.sqrt(np.maximum(power[starts + length] - power[starts], 0) / length)
-    return starts[20 * np.log10(rms + 1e-12) > silence_db]
+    return starts, 20 * np.log10(rms + 1e-12)
+
+
+def _active_starts(signal: np.ndarray, length: int, stride: int, silence_db: float) -> np.ndarray:
+    """Start positions (multiples of ``stride``) whose chunk of ``length`` samples is louder than ``silence_db``."""
+    starts, levels = chunk_levels(signal, length, stride)
+    return starts[levels > silence_db]
 
 
 class SourceChunks(Dataset):

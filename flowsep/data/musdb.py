@@ -6,21 +6,25 @@ The same functions read the synthetic set of ``flowsep synth``, a real MUSDB18 (
 by stempeg with ffmpeg), MUSDB18-HQ (wav) and MUSDB18's 7-second previews: the dataset name
 ``musdb-preview`` (``DATASET = "musdb-preview"`` in a chapter, ``--data musdb-preview`` on the command
 line) fetches them once through ``musdb.DB(download=True)`` into the data folder
-(:func:`flowsep.assets.data_home`) and from then on reads them like any MUSDB18 root.
+(:func:`flowsep.cache.data_home`) and from then on reads them like any MUSDB18 root.
 """
 from __future__ import annotations
 
+import urllib.error
+import zipfile
 from pathlib import Path
 
+import musdb
 import numpy as np
+import stempeg
 import torch
 
 from ..errors import FlowsepError
-from ..io import read_audio
-from ..spectral import resample
+from ..io import data_home, read_audio
+from ..spectral import downmix, resample
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3", ".m4a", ".aac", ".opus")  # see io.read_audio
-MUSDB_TARGETS = ("vocals", "drums", "bass", "other")
+SETUP = "setup.yaml"  # the musdb setup file of a synthetic set (flowsep.data.synth)
 #: the dataset name that stands for MUSDB18's 7-second previews (fetched once into the data folder)
 PREVIEW = "musdb-preview"
 #: the previews' folder inside the data folder (the name musdb gives it under ~/MUSDB18)
@@ -29,8 +33,6 @@ PREVIEW_FOLDER = "MUSDB18-7"
 
 def preview_root() -> Path:
     """Where the previews live: ``<data folder>/MUSDB18-7/{train,test}/<Artist - Title>.stem.mp4``."""
-    from ..assets import data_home
-
     return data_home() / PREVIEW_FOLDER
 
 
@@ -41,10 +43,6 @@ def fetch_previews() -> Path:
     (then nothing is fetched). Without the internet this stops with a :class:`FlowsepError`.
     Returns the root, a MUSDB18 root in musdb's stems layout.
     """
-    import urllib.error
-    import zipfile
-
-    import musdb
 
     root = preview_root()
     try:
@@ -84,6 +82,14 @@ def _is_wav_layout(root: Path) -> bool:
                        "give a MUSDB18 or MUSDB18-HQ root or run `flowsep synth` first")
 
 
+def setup_file(root) -> str | None:
+    """The musdb ``setup_file`` for a dataset folder: OUT/setup.yaml of a synthetic set (absolute
+    path; musdb joins it to the root, which keeps an absolute path), or None for a real MUSDB18
+    root (musdb then uses its own list of validation tracks)."""
+    path = Path(root) / SETUP
+    return str(path.resolve()) if path.is_file() else None
+
+
 def open_db(root=None, subset: str = "train", split: str | None = None, download: bool = False):
     """Open a MUSDB18-format root with ``musdb.DB``.
 
@@ -91,8 +97,6 @@ def open_db(root=None, subset: str = "train", split: str | None = None, download
     subset: "train" or "test"; split: None, "train" or "valid" (only for subset "train").
     ``download=True`` is musdb's own download of the previews into ``root`` (needs the internet).
     """
-    import musdb
-
     if subset not in ("train", "test"):
         raise FlowsepError(f"unknown subset {subset!r}; use 'train' or 'test'")
     if split not in (None, "train", "valid"):
@@ -107,7 +111,6 @@ def open_db(root=None, subset: str = "train", split: str | None = None, download
     if not is_musdb_root(root):
         raise FlowsepError(f"{root} is not a MUSDB18-format root (no train/ or test/ folder inside)")
     kwargs = dict(root=str(root), subsets=subset, split=split, is_wav=_is_wav_layout(root))
-    from .synth import setup_file
     setup = setup_file(root)
     if setup:
         kwargs["setup_file"] = setup
@@ -133,17 +136,24 @@ def example_track() -> tuple[dict[str, np.ndarray], int]:
 
     Returns ({"mixture", "drums", "bass", "other", "vocals": (2, samples)}, 44100).
     """
-    import stempeg
-
     stems, rate = stempeg.read_stems(stempeg.example_stem_path())
     names = ("mixture", "drums", "bass", "other", "vocals")  # MUSDB18's order of streams in .stem.mp4
     return {n: np.ascontiguousarray(stems[i].T, dtype=np.float32) for i, n in enumerate(names)}, int(rate)
 
 
-def _mono(audio: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
-    t = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
-    t = t.mean(0) if t.dim() == 2 else t
-    return resample(t, rate, new_rate).numpy()
+def _downmix32(audio: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
+    return downmix(np.asarray(audio, dtype=np.float32), rate, new_rate)
+
+
+def training_db(root, split: str = "train"):
+    """The train subset of ``root`` as a musdb DB, musdb's ``split`` "train" or "valid" (an empty "valid"
+    split falls back to every training track); a root without training tracks is an error."""
+    db = open_db(root, "train", split)
+    if not db.tracks and split == "valid":
+        db = open_db(root, "train", "train")
+    if not db.tracks:
+        raise FlowsepError(f"{root} has no training tracks; generate or download some first")
+    return db
 
 
 def load_source_signals(data, source: str | None, rate: int, split: str = "train",
@@ -159,23 +169,19 @@ def load_source_signals(data, source: str | None, rate: int, split: str = "train
     if not data.exists():
         raise FlowsepError(f"training data {data} does not exist; give a MUSDB18-format root or a folder of audio")
     if is_musdb_root(data):
-        db = open_db(data, "train", split)
-        if not db.tracks and split == "valid":
-            db = open_db(data, "train", "train")
-        if not db.tracks:
-            raise FlowsepError(f"{data} has no training tracks; generate or download some first")
+        db = training_db(data, split)
         known = set(db.tracks[0].sources)
         if source not in known:
             raise FlowsepError(f"unknown source {source!r} in {data}; choose one of: {', '.join(sorted(known))}")
-        return [_mono(t.sources[source].audio.T, int(t.rate), rate) for t in db.tracks]
+        return [_downmix32(t.sources[source].audio.T, int(t.rate), rate) for t in db.tracks]
     files = sorted(p for p in data.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES) if data.is_dir() else [data]
     if not files:
         raise FlowsepError(f"{data} holds no audio files ({', '.join(AUDIO_SUFFIXES)}); "
                            "give a folder of one instrument's recordings or a MUSDB18-format root")
     if len(files) == 1:
-        sig = _mono(*read_audio(files[0]), rate)
+        sig = _downmix32(*read_audio(files[0]), rate)
         cut = int(len(sig) * 0.9)
         return [sig[:cut]] if split == "train" else [sig[cut:]]
     n_val = max(1, round(val_fraction * len(files)))
     chosen = files[:-n_val] if split == "train" else files[-n_val:]
-    return [_mono(*read_audio(f), rate) for f in chosen]
+    return [_downmix32(*read_audio(f), rate) for f in chosen]

@@ -25,19 +25,23 @@ from __future__ import annotations
 
 import ctypes
 import json
+import multiprocessing as mp
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
+import pretty_midi
 import soundfile as sf
 import yaml
 from scipy import signal
 
 from ..errors import FlowsepError
-from ..io import atomic_path
+from ..io import atomic_path, write_audio
+from ..progress import bar as progress_bar
 from .compose import EXTRA_STEMS, Song, compose
+from .musdb import SETUP, setup_file
 from .voice import sing
 
 RATE = 44100
@@ -45,7 +49,6 @@ STEMS = ("vocals", "drums", "bass", "other")
 EXTRA = tuple(EXTRA_STEMS)                 # ("guitar", "piano")
 SUBSETS = ("train", "test")
 MANIFEST = "flowsep-synth.json"
-SETUP = "setup.yaml"
 FORMAT = 1                                 # bump when the generated audio changes
 MAX_SECONDS = 120.0                        # about 1 GB of memory per worker at this length
 _PEAK = 0.89                               # mixture peak after the song's gain (about -1 dBFS)
@@ -53,7 +56,6 @@ _PEAK = 0.89                               # mixture peak after the song's gain 
 
 def soundfont_path() -> Path:
     """The General-MIDI sound font shipped inside the pretty_midi package (TimGM6mb.sf2)."""
-    import pretty_midi
     path = Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
     if not path.is_file():
         raise FlowsepError(f"sound font {path} is missing; reinstall pretty_midi "
@@ -176,9 +178,8 @@ def quantise(stems: dict) -> tuple:
     return q, mix.astype(np.int16)
 
 
-def _write_wav(path: Path, data: np.ndarray, rate: int = RATE) -> None:
-    with atomic_path(path, suffix=".wav") as tmp:
-        sf.write(str(tmp), data, rate, subtype="PCM_16", format="WAV")
+def _write_int16(path: Path, data: np.ndarray, rate: int = RATE) -> None:
+    write_audio(path, data.T, rate)  # (samples, channels) int16 -> a 16-bit wav
 
 
 def _make_track(job: dict) -> dict:
@@ -191,8 +192,8 @@ def _make_track(job: dict) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     for name in _stem_files(job["extra_stems"]):
         if name != "mixture":
-            _write_wav(folder / f"{name}.wav", stems[name])
-    _write_wav(folder / "mixture.wav", mixture)            # last: its presence marks a complete track
+            _write_int16(folder / f"{name}.wav", stems[name])
+    _write_int16(folder / "mixture.wav", mixture)            # last: its presence marks a complete track
     rms = {k: float(20 * np.log10(np.sqrt(np.mean((v / 32768.0) ** 2)) + 1e-12))
            for k, v in [("mixture", mixture)] + list(stems.items())}
     return {"subset": job["subset"], "name": job["name"], "song": song.describe(), "rms_dbfs": rms}
@@ -286,14 +287,6 @@ def _setup(valid: list, extra: list) -> dict:
         setup["targets"]["linear_mixture"][name] = 1
     setup["validation_tracks"] = list(valid)
     return setup
-
-
-def setup_file(root) -> str | None:
-    """The musdb ``setup_file`` for a dataset folder: OUT/setup.yaml of a synthetic set (absolute
-    path; musdb joins it to the root, which keeps an absolute path), or None for a real MUSDB18
-    root (musdb then uses its own list of validation tracks)."""
-    path = Path(root) / SETUP
-    return str(path.resolve()) if path.is_file() else None
 
 
 def _check(n_train, n_test, seconds, seed, workers) -> None:
@@ -396,8 +389,6 @@ def _claim(out: Path, settings: dict) -> None:
 def _mp_context():
     """How worker processes start: fork on Linux (quick, and no re-import of the caller's script),
     spawn elsewhere (macOS and Windows, where fork is unsafe or missing)."""
-    import multiprocessing as mp
-
     return mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
 
 
@@ -423,8 +414,6 @@ def _worker_init() -> None:
 
 
 def _run(jobs: list, total: int, workers: int, progress: bool) -> list:
-    from ..progress import bar as progress_bar
-
     results = []
     with progress_bar(total=total, initial=total - len(jobs), desc="synth", unit="track", show=progress) as bar:
         if workers == 1 or len(jobs) <= 1:

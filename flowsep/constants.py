@@ -1,0 +1,16 @@
+"""The names every part of flowsep shares: the four MUSDB18 targets, the profiles, the comparison systems.
+
+Chapter: "The separation problem" (targets), the preface (profiles), "Evaluation" (systems).
+"""
+#: the four stems of MUSDB18, in the order of its tables
+TARGETS = ("vocals", "drums", "bass", "other")
+
+#: the sizes of every experiment: seconds that prove the code runs, minutes on a laptop, a Colab GPU, the paper
+PROFILES = ("smoke", "cpu", "gpu", "paper")
+
+#: the supervised comparison systems of the paper (:mod:`flowsep.baselines`)
+MODEL_NAMES = ("openunmix", "convtasnet", "demucs", "waveunet")
+
+#: how tables and figures name them
+DISPLAY_NAMES = {"openunmix": "Open-Unmix", "convtasnet": "Conv-TasNet", "demucs": "Demucs",
+                 "waveunet": "Wave-U-Net"}
