@@ -200,7 +200,7 @@ def speed(args) -> list[dict]:
 
 def _items(sep, mix, rate) -> int:
     """Batch items per prior: segments x channels."""
-    from flowsep.separate import plan_segments
+    from flowsep.spectral import plan_segments
 
     c = sep.config
     frames = 1 + round(mix.shape[-1] * c.sample_rate / rate) // c.hop

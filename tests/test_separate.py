@@ -15,8 +15,8 @@ import torch
 import flowsep
 from flowsep.cli import main
 from flowsep.errors import FlowsepError
-from flowsep.separate import (DEFAULT_METHOD, METHODS, Separator, generalized_kl, overlap_add,
-                              plan_segments)
+from flowsep.separate import DEFAULT_METHOD, METHODS, Separator, generalized_kl
+from flowsep.spectral import overlap_add, plan_segments
 from flowsep.spectral import stft
 
 RATE = 8000  # the smoke profile's rate
