@@ -46,10 +46,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import __version__
+from . import __version__, ledger
+from .baselines import MixtureAsEstimate, OracleRatioMask, OracleWiener, ensure_supervised, training_budget
+from .bundle import load_bundle, train_into_bundle
+from .cache import ensure_dataset, ensure_prior
+from .constants import TARGETS
+from .data.musdb import is_musdb_root, resolve_root
+from .data.synth import MANIFEST
 from .errors import FlowsepError
+from .evaluate import PROTOCOLS, evaluate_separator, load_track, open_tracks
+from .io import atomic_path, check_writable_dir, write_audio
+from .prior import PriorConfig
+from .separate import Separator
 
-TARGETS = ("vocals", "drums", "bass", "other")
 #: bootstrap resamples and seed of the intervals (fixed, so the same scores give the same interval)
 BOOTSTRAP = 2000
 BOOTSTRAP_SEED = 0
@@ -107,8 +116,6 @@ def _excerpt(n: int, rate: int, seconds: float) -> slice:
 
 
 def _write_demo(folder: Path, audio: dict, rate: int, cut: slice) -> None:
-    from .io import write_audio
-
     for name, a in audio.items():
         write_audio(folder / f"{name}.wav", np.asarray(a)[..., cut], rate)
 
@@ -232,13 +239,6 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
     separates with instead of training its priors (its training seconds come from bundle.json). Returns the
     table as a DataFrame.
     """
-    from .cache import ensure_dataset, ensure_prior
-    from .baselines import MixtureAsEstimate, OracleRatioMask, OracleWiener, ensure_supervised, training_budget
-    from .evaluate import PROTOCOLS, evaluate_separator, load_track, open_tracks
-    from .io import atomic_path
-    from .separate import Separator
-    from .io import check_writable_dir
-
     if protocol not in PROTOCOLS:
         raise FlowsepError(f"unknown protocol {protocol!r}; use 'standard' or 'paper'")
     if steps is not None and steps <= 0:
@@ -256,7 +256,6 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
     out = check_writable_dir(out)
     models_dir = Path(models_dir) if models_dir is not None else out
     if data is not None and str(data) not in ("", "synthetic"):
-        from .data.musdb import is_musdb_root
         if not Path(data).is_dir() or not is_musdb_root(data):
             raise FlowsepError(f"--data {data} is not a MUSDB18-format root (no train/ or test/ folder); run "
                                f"`flowsep synth {data}` first, or leave --data out for the synthetic set")
@@ -271,7 +270,6 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
             continue
         spent, n_steps, allowed = math.nan, math.nan, math.nan
         if key == "instglow" and priors is not None:
-            from .bundle import load_bundle
             bundle = load_bundle(priors)
             log(f"[{title}] priors of bundle {bundle.name}")
             spent = sum(float(e.get("seconds", math.nan)) for e in bundle.manifest["sources"].values())
@@ -285,8 +283,6 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
                     trained[source] = ensure_prior(source, profile, dataset=root, steps=steps, device=device,
                                                    progress=progress)
                 else:  # its own bundle, so that the book's step-budget priors stay as they are
-                    from .bundle import train_into_bundle
-                    from .prior import PriorConfig
                     trained[source] = train_into_bundle(
                         models_dir / "priors" / f"seconds{train_seconds / 4:g}", source, PriorConfig.preset(profile),
                         root, seconds=train_seconds / 4, device=device, progress=progress, resume=True,
@@ -386,14 +382,10 @@ def _json_default(v):
 
 def is_synthetic(root) -> bool:
     """True for a dataset flowsep generated (:func:`flowsep.data.synth.synthesize` writes its manifest there)."""
-    from .data.synth import MANIFEST
-
     return (Path(root) / MANIFEST).is_file()
 
 
 def _write_ledger(out: Path, table: pd.DataFrame, *, profile, protocol, root, data, tracks, budget, instglow):
-    from . import ledger
-
     synthetic = data is None or str(data) in ("", "synthetic") or is_synthetic(root)
     settings = ledger.flowsep_settings(profile, instglow)
     paired = table.set_index("key")[["diff_instglow", "diff_ci_low", "diff_ci_high"]].rename(
@@ -419,9 +411,6 @@ def budget_curve(data=None, profile: str = "cpu", out="curve", budgets=(60.0, 18
     already run on the same songs (e.g. the chapter's race at one of the budgets), taken as they are instead of
     running again. kwargs go to :func:`run_benchmark`. Returns the curve.
     """
-    from .io import atomic_path
-    from .io import check_writable_dir
-
     budgets = sorted(float(b) for b in budgets)
     if len(budgets) < 1 or not all(b > 0 and math.isfinite(b) for b in budgets):
         raise FlowsepError(f"budgets must be positive seconds, got {budgets}")
@@ -497,7 +486,6 @@ def _cli(args) -> int:
     if args.iterations < 0:
         raise FlowsepError(f"--iterations must be 0 or more, got {args.iterations}")
     systems = [s.strip() for s in args.systems.split(",") if s.strip()] if args.systems else None
-    from .data.musdb import resolve_root
 
     if args.curve is not None:
         try:

@@ -219,7 +219,7 @@ def deviations(profile: str, *, data: str, synthetic: bool, protocol: str, track
          f"{p.n_blocks} blocks, {p.hidden} channels, {p.n_layers} layers", "flowsep/prior.py PriorConfig.preset"),
         ("training data", "MUSDB18 train (Slakh2100, GuitarSet for new sources)",
          ("synthetic songs in MUSDB18 layout" if synthetic else "MUSDB18-format folder") + f": {data}",
-         "flowsep/data/synth.py, flowsep/assets.py"),
+         "flowsep/data/synth.py, flowsep/cache.py"),
         ("training budget", f"1000 epochs per prior (flowsep's paper profile: {pub.steps} steps x batch "
                             f"{pub.batch_size})",
          budget, "flowsep/comparison.py run_benchmark"),
