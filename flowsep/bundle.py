@@ -232,7 +232,7 @@ def build_bundle(data, profile: str, out, sources=None, steps: int | None = None
     """Train one prior per source of the MUSDB18-format root ``data`` into the folder ``out``.
 
     sources: names of stems (default: every stem of the training tracks). steps / seconds: the budget of
-    each prior (default: the profile's; :func:`flowsep.train.resolve_budget`). resume: keep the finished
+    each prior (default: the profile's; :func:`flowsep.trainer.resolve_budget`). resume: keep the finished
     priors of an earlier run and continue its unfinished one; without it ``out`` must be new or empty.
     Returns the loaded bundle.
     """

@@ -2,11 +2,13 @@
 
 Chapter: "Evaluation" (the comparison systems).
 
-The loop is the prior's (:mod:`flowsep.train`) with paired data: Adam, gradient-norm clipping, fp16
-mixed precision on CUDA, a tqdm bar, periodic validation, atomic checkpoints (config, weights, optimiser
-and the flowsep version) every ``checkpoint_every`` steps and at the end. Step ``s`` sees the same
-examples (:class:`flowsep.data.chunks.StemChunks`, item ``s * batch + k``) and seeds its dropout from
-(seed, step), so a resumed run ends with the same weights as an uninterrupted one.
+What is a supervised system's own lives here: its objective (:class:`SupervisedLoss`, the network's
+loss on a batch of mixtures and stems), its data (:class:`flowsep.data.chunks.StemChunks`, item
+``s * batch + k`` at step ``s``), Open-Unmix's input statistics, its checkpoint format and the
+``flowsep train-supervised`` command. The loop is the priors' (:func:`flowsep.trainer.fit`): Adam,
+gradient-norm clipping, mixed precision, a tqdm bar, periodic validation, atomic checkpoints (config,
+weights, optimiser and the flowsep version) every ``checkpoint_every`` steps and at the end, dropout seeded
+from (seed, step), so a resumed run ends with the same weights as an uninterrupted one.
 
 Losses: Open-Unmix an MSE on magnitude spectrograms (per target, summed); Conv-TasNet, Demucs and
 Wave-U-Net an L1 on waveforms. Every model gets the same budget at a profile (see
@@ -84,13 +86,11 @@ class SupervisedLoss(nn.Module):
         return self.net.loss(mixture, stems)
 
 
-def checkpoint_dict(net: nn.Module, config: SupervisedConfig, train_state: dict | None = None) -> dict:
-    ckpt = {"format": "flowsep-supervised", "format_version": CHECKPOINT_FORMAT, "flowsep_version": __version__,
+def checkpoint_dict(net: nn.Module, config: SupervisedConfig) -> dict:
+    """The model's part of a supervised checkpoint: format, flowsep version, config and weights."""
+    return {"format": "flowsep-supervised", "format_version": CHECKPOINT_FORMAT, "flowsep_version": __version__,
             "model": {"config": asdict(config),
                       "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}}
-    if train_state is not None:
-        ckpt["train"] = train_state
-    return ckpt
 
 
 def _check_format(ckpt: dict, path) -> dict:
@@ -128,7 +128,7 @@ def train_supervised(name: str, data, profile: str = "cpu", out=None, steps: int
     or paper (``config`` replaces the preset; ``overrides`` change single settings of it). out: checkpoint
     path, written atomically every ``config.checkpoint_every`` steps and at the end; ``resume=True``
     continues from it (the checkpoint's config is used) within its budget. The budget, as for the priors
-    (:func:`flowsep.train.resolve_budget`): ``steps`` (total steps) or ``seconds`` (total training seconds,
+    (:func:`flowsep.trainer.resolve_budget`): ``steps`` (total steps) or ``seconds`` (total training seconds,
     validation and checkpoint writing not counted); by default the resumed checkpoint's, else
     ``config.train_seconds`` when set, else ``config.steps``. The learning rate is constant (as in the
     published recipes of these systems over such short runs).
