@@ -65,7 +65,8 @@ def profile_table(profiles=("smoke", "cpu", "paper")):
             "magnitude transform": c.transform, "bins -> flow channels": f"{c.bins} -> {c.channels}",
             "squeezed channels": c.channels * c.n_sqz, "flow blocks": c.n_blocks,
             "WaveNet layers x hidden": f"{c.n_layers} x {c.hidden}", "kernel": c.kernel,
-            "training clip (s)": round(seg, 2), "batch": c.batch_size, "steps": c.steps,
+            "training clip (s)": round(seg, 2), "batch": c.batch_size,
+            "training budget": f"{c.train_seconds:g} s" if c.train_seconds else f"{c.steps:,} steps",
             "parameters": count_parameters(prior),
         }
     return pd.DataFrame(rows)

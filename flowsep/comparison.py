@@ -24,7 +24,8 @@ every system, the oracles and the mixture-as-estimate bound included, scores the
   with this run's value and a status, and every deviation of flowsep from the paper;
 * ``scores/<system>/``: museval's per-track JSON files and ``summary.csv`` of each system;
 * ``models/<system>.pt``: the supervised checkpoints (reused, or resumed, by the next run);
-  ``models/<system>-<S>s.pt`` and ``priors/seconds<S/4>/`` for a race at equal training time;
+  ``models/<system>-<S>s.pt`` and ``priors/seconds<S/4>/`` for a race at equal training time (InstGlow
+  uses the book's priors instead when the profile trains each prior for S/4: :func:`race_prior_bundle`);
 
 Budgets. ``steps=N`` (or the profile's steps) is the step-matched race: every network, each prior and each
 supervised model, takes N steps of the same batch size and example length. ``train_seconds=S`` is the race
@@ -48,13 +49,13 @@ import pandas as pd
 
 from . import __version__, ledger
 from .baselines import MixtureAsEstimate, OracleRatioMask, OracleWiener, ensure_supervised, training_budget
-from .bundle import load_bundle, train_into_bundle
-from .cache import ensure_dataset, ensure_prior
+from .bundle import is_bundle, load_bundle, read_manifest, train_into_bundle
+from .cache import ensure_dataset, ensure_prior, prior_bundle_path
 from .constants import TARGETS
 from .data.musdb import is_musdb_root, resolve_root
 from .data.synth import MANIFEST
 from .errors import FlowsepError
-from .evaluate import PROTOCOLS, evaluate_separator, load_track, open_tracks
+from .evaluate import PROTOCOLS, evaluate_separator, excerpt_tracks, load_track, open_tracks
 from .io import atomic_path, check_writable_dir, write_audio
 from .prior import PriorConfig
 from .separate import Separator
@@ -223,10 +224,26 @@ def _last_step(history) -> float:
     return float(steps[-1]) if steps else math.nan
 
 
+def race_prior_bundle(profile: str, root, seconds: float, models_dir, source: str) -> Path:
+    """Where the race keeps InstGlow's prior of ``source`` trained for ``seconds``.
+
+    The book's own priors (:func:`flowsep.cache.prior_bundle_path`) when the profile trains each prior for
+    exactly ``seconds`` and that bundle's ``source`` was trained to that budget (then chapter 4's priors are
+    InstGlow's entry and are not trained twice); else ``models_dir/priors/seconds<S>/``, so that the book's
+    priors stay as they are.
+    """
+    book = prior_bundle_path(profile, root)
+    if PriorConfig.preset(profile).train_seconds == seconds:
+        entry = read_manifest(book).get("sources", {}).get(source) if is_bundle(book) else None
+        if entry is None or entry.get("budget") == {"seconds": float(seconds)}:
+            return book
+    return Path(models_dir) / "priors" / f"seconds{seconds:g}"
+
+
 def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None, steps: int | None = None,
                   iterations: int = 150, protocol: str = "standard", device="auto", systems=None,
                   demo_seconds: float = 10.0, progress: bool = True, log=print, priors=None,
-                  train_seconds: float | None = None, models_dir=None) -> pd.DataFrame:
+                  train_seconds: float | None = None, models_dir=None, excerpt=None) -> pd.DataFrame:
     """Train, separate, score; write the table, the scores and the demo (see the module docstring).
 
     data: a MUSDB18-format root, or None / "synthetic" for the profile's synthetic set. tracks: None (every
@@ -236,8 +253,9 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
     priors are kept (default: ``out``), so that runs in other folders can share them. iterations: InstGlow's
     separation iterations. systems: a subset of
     :data:`SYSTEM_KEYS` (default: all). priors: a prior bundle folder (:mod:`flowsep.bundle`) that InstGlow
-    separates with instead of training its priors (its training seconds come from bundle.json). Returns the
-    table as a DataFrame.
+    separates with instead of training its priors (its training seconds come from bundle.json). excerpt:
+    (offset, seconds): score only that part of every test track (None: whole tracks). Returns the table as a
+    DataFrame.
     """
     if protocol not in PROTOCOLS:
         raise FlowsepError(f"unknown protocol {protocol!r}; use 'standard' or 'paper'")
@@ -260,7 +278,7 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
             raise FlowsepError(f"--data {data} is not a MUSDB18-format root (no train/ or test/ folder); run "
                                f"`flowsep synth {data}` first, or leave --data out for the synthetic set")
     root = Path(ensure_dataset(profile, root=data, progress=progress)).resolve()
-    listed = open_tracks(root, "test", tracks)
+    listed = excerpt_tracks(open_tracks(root, "test", tracks), excerpt)
     names = [t.name for t in listed]
     log = log or (lambda *a: None)
 
@@ -282,11 +300,11 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
                 if train_seconds is None:
                     trained[source] = ensure_prior(source, profile, dataset=root, steps=steps, device=device,
                                                    progress=progress)
-                else:  # its own bundle, so that the book's step-budget priors stay as they are
+                else:
                     trained[source] = train_into_bundle(
-                        models_dir / "priors" / f"seconds{train_seconds / 4:g}", source, PriorConfig.preset(profile),
-                        root, seconds=train_seconds / 4, device=device, progress=progress, resume=True,
-                        retrain_other_config=True)
+                        race_prior_bundle(profile, root, train_seconds / 4, models_dir, source), source,
+                        PriorConfig.preset(profile), root, seconds=train_seconds / 4, device=device,
+                        progress=progress, resume=True, retrain_other_config=True)
             histories = [getattr(p, "history", {}) or {} for p in trained.values()]
             spent = sum(float(h.get("seconds", math.nan)) for h in histories)
             n_steps = sum(_last_step(h) for h in histories)
@@ -312,7 +330,7 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
         log(f"[{title}] separating and scoring {len(names)} track(s)")
         timed = TimedSystem(system)
         result = evaluate_separator(timed, root, "test", names, out=out / "scores" / key, protocol=protocol,
-                                    progress=progress, save_estimates=False, desc=f"score {title}")
+                                    progress=progress, save_estimates=False, desc=f"score {title}", excerpt=excerpt)
         sdr = result.summary["SDR"]
         row = {"system": title, "kind": kind, "key": key,
                **{t: float(sdr.get(t, math.nan)) for t in TARGETS}}
@@ -337,7 +355,7 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
         table[col] = table[col].astype("Int64")
     in_words = budget_title(steps, train_seconds, budget)
     title = (f"Median SDR (dB), {in_words}; {protocol} protocol, profile {profile}, {len(names)} test track(s) "
-             f"of {Path(root).name}")
+             f"of {Path(root).name}" + (f", {excerpt[1]:g} s from {excerpt[0]:g} s of each" if excerpt else ""))
     long = pd.concat({k: v for k, v in per_track.items()}, names=["system", "track"]).reset_index()
     with atomic_path(out / "per_track.csv") as tmp:
         long.to_csv(tmp, index=False, float_format="%.4f")
@@ -359,7 +377,8 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
     with atomic_path(out / "table.md") as tmp:
         tmp.write_text(_markdown(table, title) + note)
     info = {"flowsep_version": __version__, "profile": profile, "protocol": protocol, "data": str(root),
-            "tracks": names, "steps": steps if steps is not None and train_seconds is None else
+            "tracks": names, "excerpt": list(map(float, excerpt)) if excerpt else None,
+            "steps": steps if steps is not None and train_seconds is None else
             (None if train_seconds is not None else budget["steps"]),
             "train_seconds": train_seconds, "budget_title": in_words, "budget": budget,
             "iterations": iterations, "bootstrap": {"resamples": BOOTSTRAP, "seed": BOOTSTRAP_SEED},
@@ -458,6 +477,10 @@ def register_cli(subparsers) -> None:
     p.add_argument("--profile", default="cpu", help="smoke, cpu, gpu or paper (default: cpu)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the table, scores, models and demo")
     p.add_argument("--tracks", type=int, default=None, metavar="N", help="score only the first N test tracks")
+    p.add_argument("--excerpt", type=float, default=None, metavar="SECONDS",
+                   help="score only this many seconds of every test track, from --offset (default: whole tracks)")
+    p.add_argument("--offset", type=float, default=0.0, metavar="SECONDS",
+                   help="where the --excerpt starts in every test track (default 0)")
     p.add_argument("--steps", type=int, default=None, help="training steps of every learned network: the "
                                                                 "step-matched race (default: the profile's budget)")
     p.add_argument("--train-seconds", type=float, default=None, metavar="S",
@@ -486,6 +509,9 @@ def _cli(args) -> int:
     if args.iterations < 0:
         raise FlowsepError(f"--iterations must be 0 or more, got {args.iterations}")
     systems = [s.strip() for s in args.systems.split(",") if s.strip()] if args.systems else None
+    if args.offset and args.excerpt is None:
+        raise FlowsepError("--offset needs --excerpt (the seconds to score from there)")
+    excerpt = (args.offset, args.excerpt) if args.excerpt is not None else None
 
     if args.curve is not None:
         try:
@@ -497,7 +523,7 @@ def _cli(args) -> int:
         curve = budget_curve(resolve_root(args.data), args.profile, args.out, budgets, tracks=args.tracks,
                              systems=systems or ("instglow", "openunmix"), iterations=args.iterations,
                              protocol=args.protocol, device=args.device, progress=not args.quiet,
-                             log=(lambda *a: None) if args.quiet else print)
+                             log=(lambda *a: None) if args.quiet else print, excerpt=excerpt)
         print(curve[["system", "budget_seconds", "steps", "song_mean", "ci_low", "ci_high"]].to_string(
             index=False, float_format=lambda v: f"{v:.2f}"))
         print(f"wrote {Path(args.out) / 'budget_curve.md'}")
@@ -506,7 +532,7 @@ def _cli(args) -> int:
                           iterations=args.iterations, protocol=args.protocol, device=args.device,
                           systems=systems, demo_seconds=args.demo_seconds, progress=not args.quiet,
                           log=(lambda *a: None) if args.quiet else print, priors=args.priors,
-                          train_seconds=args.train_seconds)
+                          train_seconds=args.train_seconds, excerpt=excerpt)
     cols = ["system", *TARGETS, "mean", "steps", "train_seconds", "rtf", "ci_low", "ci_high"]
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     print(f"wrote {Path(args.out) / 'table.md'}, {Path(args.out) / 'table.csv'} and {Path(args.out) / 'ledger.md'}")

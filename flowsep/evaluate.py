@@ -292,14 +292,30 @@ def _call_system(system, track: Track) -> dict:
             for k, v in est.items()}
 
 
+def excerpt_tracks(listed: list, excerpt) -> list:
+    """Limit musdb tracks to ``excerpt`` = (offset, seconds) of each: musdb then reads only that part of
+    the mixture and of every stem. None leaves them whole."""
+    if excerpt is None:
+        return listed
+    offset, seconds = float(excerpt[0]), float(excerpt[1])
+    if offset < 0 or not seconds > 0:
+        raise FlowsepError(f"an excerpt needs an offset >= 0 and a positive length, got {offset:g} s and {seconds:g} s")
+    for mt in listed:
+        if offset + seconds > mt.duration + 1e-6:
+            raise FlowsepError(f"track {mt.name!r} lasts {mt.duration:.1f} s, too short for {seconds:g} s from "
+                               f"{offset:g} s; choose a shorter excerpt or an earlier offset")
+        mt.chunk_start, mt.chunk_duration = offset, seconds
+    return listed
+
+
 def _evaluate(estimate, root, subset, tracks, out, protocol, progress, resume, save_estimates,
-              desc: str = "tracks") -> Evaluation:
+              desc: str = "tracks", excerpt=None) -> Evaluation:
     if protocol not in PROTOCOLS:
         raise FlowsepError(f"unknown protocol {protocol!r}; use 'standard' or 'paper'")
     out = Path(out) if out is not None else None
     if out is not None:
         check_writable_dir(out)
-    listed = open_tracks(root, subset, tracks)
+    listed = excerpt_tracks(open_tracks(root, subset, tracks), excerpt)
     stores = []
     for mt in progress_bar(listed, show=progress, desc=desc, unit="track"):
         json_path = out / "scores" / subset / f"{mt.name}.json" if out is not None else None
@@ -333,7 +349,7 @@ def _evaluate(estimate, root, subset, tracks, out, protocol, progress, resume, s
 
 def evaluate_separator(separator, root, subset: str = "test", tracks=None, out=None, protocol: str = "standard",
                        progress: bool = True, resume: bool = False, save_estimates: bool = True,
-                       desc: str = "tracks") -> Evaluation:
+                       desc: str = "tracks", excerpt=None) -> Evaluation:
     """Separate and score every track of ``root``'s ``subset`` with any system.
 
     separator: a callable ``f(mixture (channels, samples), rate) -> {target: (channels, samples)}``
@@ -341,12 +357,13 @@ def evaluate_separator(separator, root, subset: str = "test", tracks=None, out=N
     ``needs_sources = True`` called as ``f(mixture, rate, sources={stem: audio})`` (oracles).
     tracks: None (all), an int (the first N) or a list of names. Under the paper protocol the system is
     given the mono downmix. With ``out``, estimates, per-track JSON and summary.csv are written there;
-    ``resume`` reuses per-track JSON files already in ``out``. desc: the progress bar's label.
+    ``resume`` reuses per-track JSON files already in ``out``. desc: the progress bar's label. excerpt:
+    (offset, seconds) to score only that part of every track (:func:`excerpt_tracks`), or None.
     """
     if not callable(separator):
         raise FlowsepError(f"the system to evaluate must be callable, got a {type(separator).__name__}")
     return _evaluate(lambda track: _call_system(separator, track), root, subset, tracks, out, protocol,
-                     progress, resume, save_estimates, desc)
+                     progress, resume, save_estimates, desc, excerpt)
 
 
 def _estimates_folder(estimates_dir: Path, subset: str) -> Path:

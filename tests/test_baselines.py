@@ -218,6 +218,27 @@ def test_benchmark_writes_every_row_and_the_demo(short_root, tmp_path, monkeypat
     assert (out / "models" / "demucs-2s.pt").is_file() and (out / "priors" / "seconds0.5" / "bass.pt").is_file()
 
 
+def test_the_race_uses_the_books_priors_only_when_they_were_trained_to_its_budget(tmp_path, monkeypatch):
+    from flowsep.bundle import MANIFEST
+    from flowsep.cache import prior_bundle_path
+    from flowsep.comparison import race_prior_bundle
+    from flowsep.prior import PriorConfig
+    monkeypatch.setenv("FLOWSEP_DATA", str(tmp_path / "data"))
+    root, models = tmp_path / "synth-cpu-seed0", tmp_path / "race"
+    quarter = PriorConfig.preset("cpu").train_seconds
+    assert quarter > 0  # the cpu profile trains each prior to a time budget
+    book = prior_bundle_path("cpu", root)
+    assert race_prior_bundle("cpu", root, quarter, models, "bass") == book
+    assert race_prior_bundle("cpu", root, quarter / 2, models, "bass") == models / "priors" / f"seconds{quarter / 2:g}"
+    assert race_prior_bundle("smoke", root, 1.0, models, "bass") == models / "priors" / "seconds1"
+    # a book prior trained to a step budget (chapter 4 with STEPS) is not the race's entry
+    book.mkdir(parents=True)
+    (book / MANIFEST).write_text(json.dumps({"format": "flowsep-bundle", "format_version": 1, "sources": {
+        "bass": {"budget": {"steps": 300}}, "drums": {"budget": {"seconds": quarter}}}}))
+    assert race_prior_bundle("cpu", root, quarter, models, "bass") == models / "priors" / f"seconds{quarter:g}"
+    assert race_prior_bundle("cpu", root, quarter, models, "drums") == book
+
+
 def test_budget_curve_trains_each_budget_and_shares_models(short_root, tmp_path, monkeypatch):
     from flowsep.comparison import budget_curve
     monkeypatch.setenv("FLOWSEP_DATA", str(tmp_path / "data"))

@@ -71,3 +71,21 @@ def test_stem_chunks_sum_and_loader_slices():
         assert torch.equal(full, torch.cat([a, b]))
     with pytest.raises(FlowsepError, match="divisible"):
         step_loader(ds, 0, 1, batch=3, world=2)
+
+
+def test_a_cached_synthetic_set_of_other_settings_is_refused(tmp_path, monkeypatch):
+    """A set made by an older flowsep with other sizes is not silently used as the profile's."""
+    import json
+
+    from flowsep.cache import DATASET_SIZES, ensure_dataset
+    from flowsep.data.synth import MANIFEST
+    monkeypatch.setenv("FLOWSEP_DATA", str(tmp_path))
+    old = tmp_path / "synth-cpu-seed0"
+    old.mkdir()
+    (old / "complete").write_text("")
+    n_train, n_test, seconds = DATASET_SIZES["cpu"]
+    (old / MANIFEST).write_text(json.dumps({"n_train": n_train, "n_test": n_test - 2, "seconds": seconds}))
+    with pytest.raises(FlowsepError, match="other settings"):
+        ensure_dataset("cpu", progress=False)
+    (old / MANIFEST).write_text(json.dumps({"n_train": n_train, "n_test": n_test, "seconds": seconds}))
+    assert ensure_dataset("cpu", progress=False) == old

@@ -15,7 +15,7 @@ import flowsep
 from flowsep.cli import main
 from flowsep.errors import FlowsepError
 from flowsep.baselines.oracles import MixtureAsEstimate, OracleRatioMask
-from flowsep.evaluate import (evaluate_estimates, evaluate_separator, iter_tracks, load_scores, open_tracks, score_track,
+from flowsep.evaluate import (evaluate_estimates, evaluate_separator, excerpt_tracks, iter_tracks, load_track, load_scores, open_tracks, score_track,
                               score_track_paper, summarize)
 
 RATE = 8000
@@ -53,6 +53,29 @@ def test_tracks_are_read_channels_first(tiny_db):
         open_tracks(tiny_db, "test", ["C - Three"])
     with pytest.raises(FlowsepError):
         open_tracks(tiny_db / "nowhere", "test")
+
+
+def test_an_excerpt_is_that_part_of_the_track_and_is_scored_as_such(tiny_db):
+    """excerpt=(offset, seconds): musdb reads only that part of the mixture and of every stem."""
+    whole = load_track(open_tracks(tiny_db, "test")[1])
+    part = load_track(excerpt_tracks(open_tracks(tiny_db, "test")[1:], (0.5, 1.25))[0])
+    cut = slice(int(0.5 * RATE), int(0.5 * RATE) + int(1.25 * RATE))
+    assert part.mixture.shape == (2, int(1.25 * RATE))
+    np.testing.assert_array_equal(part.mixture, whole.mixture[:, cut])
+    for k in whole.references:
+        np.testing.assert_array_equal(part.references[k], whole.references[k][:, cut])
+    # evaluating with an excerpt hands the system only that part of every track, and scores every track
+    seen = []
+
+    def system(mixture, rate):
+        seen.append(mixture.shape[-1])
+        return MixtureAsEstimate(["vocals", "bass"])(mixture, rate)
+    ev = evaluate_separator(system, tiny_db, "test", excerpt=(0.5, 1.25), progress=False)
+    assert seen == [int(1.25 * RATE)] * 2 and set(ev.scores["track"]) == {"A - One", "B - Two"}
+    with pytest.raises(FlowsepError, match="too short"):
+        excerpt_tracks(open_tracks(tiny_db, "test"), (1.5, 1.0))
+    with pytest.raises(FlowsepError, match="positive length"):
+        excerpt_tracks(open_tracks(tiny_db, "test"), (0.0, 0.0))
 
 
 def test_score_track_equals_museval_on_the_same_arrays():
