@@ -324,6 +324,9 @@ COLAB_CELL = '''\
 # songs. Anywhere else this cell does nothing (install flowsep with `make setup`, see the preface).
 # If REPOSITORY cannot be reached, set it to a copy you can (a fork's URL, or the repository uploaded
 # to Colab as "file:///content/flowsep") and run this cell again.
+# Colab shows the book's markup as typed: {{cite}}`key` is a reference (author and year; the book's
+# References page lists them), {{glue:text}}`name` a number that this chapter's cells print, and the
+# {{exercise}} / {{solution}} blocks are the exercises and their solutions.
 REPOSITORY = "{repository}"  # _config.yml's repository url
 REF = "{ref}"
 import sys
