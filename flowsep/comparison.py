@@ -387,7 +387,7 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
     with atomic_path(out / "benchmark.json") as tmp:
         tmp.write_text(json.dumps(info, indent=2, default=_json_default))
     _write_ledger(out, table, profile=profile, protocol=protocol, root=root, data=data, tracks=len(names),
-                  budget=in_words, instglow=built.get("instglow", (None, None, None))[2])
+                  budget=in_words, instglow=built.get("instglow", (None, None, None))[2], excerpt=excerpt)
     return table
 
 
@@ -404,7 +404,8 @@ def is_synthetic(root) -> bool:
     return (Path(root) / MANIFEST).is_file()
 
 
-def _write_ledger(out: Path, table: pd.DataFrame, *, profile, protocol, root, data, tracks, budget, instglow):
+def _write_ledger(out: Path, table: pd.DataFrame, *, profile, protocol, root, data, tracks, budget, instglow,
+                  excerpt=None):
     synthetic = data is None or str(data) in ("", "synthetic") or is_synthetic(root)
     settings = ledger.flowsep_settings(profile, instglow)
     paired = table.set_index("key")[["diff_instglow", "diff_ci_low", "diff_ci_high"]].rename(
@@ -412,7 +413,7 @@ def _write_ledger(out: Path, table: pd.DataFrame, *, profile, protocol, root, da
     claim_rows = ledger.claims(table, profile=profile, protocol=protocol, synthetic=synthetic, settings=settings,
                                paired=paired)
     deviation_rows = ledger.deviations(profile, data=Path(root).name, synthetic=synthetic, protocol=protocol,
-                                       tracks=tracks, budget=budget, settings=settings)
+                                       tracks=tracks, budget=budget, settings=settings, excerpt=excerpt)
     ledger.write_ledger(out, claim_rows, deviation_rows,
                         f"Reproduction ledger: profile {profile}, {protocol} protocol, {budget}")
 

@@ -192,9 +192,10 @@ def flowsep_settings(profile: str, separator=None) -> dict:
 
 
 def deviations(profile: str, *, data: str, synthetic: bool, protocol: str, tracks: int, budget: str,
-               settings: dict) -> pd.DataFrame:
+               settings: dict, excerpt=None) -> pd.DataFrame:
     """Every way flowsep at ``profile`` departs from the paper (columns :data:`DEVIATION_COLUMNS`), read from
-    the configs the run used. budget: the run's training budget in words."""
+    the configs the run used. budget: the run's training budget in words; excerpt: the (offset, seconds) of
+    every test song that was scored, or None for whole songs."""
     p = PriorConfig.preset(profile)
     pub = PriorConfig.preset("paper")
     seg = (p.segment_frames - 1) * p.hop / p.sample_rate
@@ -231,7 +232,8 @@ def deviations(profile: str, *, data: str, synthetic: bool, protocol: str, track
         ("evaluation protocol", paper.PROTOCOL,
          "standard MUSDB18 protocol (1 s windows, median over windows then tracks)" if protocol == "standard"
          else "the paper's protocol (flowsep.evaluate, protocol='paper')", "flowsep/evaluate.py"),
-        ("test songs", "MUSDB18 test (50 songs)", f"{tracks} test song(s)", "flowsep/comparison.py"),
+        ("test songs", "MUSDB18 test (50 songs)", f"{tracks} test song(s)" + (f", {excerpt[1]:g} s of each from {excerpt[0]:g} s" if excerpt else ""),
+         "flowsep/comparison.py"),
         ("mixed precision", "fp16 (apex) on GPU", "fp16 autocast on CUDA, bf16 on capable CPUs, else fp32",
          "flowsep/train.py"),
     ]

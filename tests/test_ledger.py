@@ -113,6 +113,10 @@ def test_deviations_are_read_from_the_configs(tmp_path):
     assert "HDemucs" in by["Demucs"] and by["magnitudes"].startswith("log")
     assert by["sample rate and STFT"].startswith("16000 Hz") and "Wiener" in by["post-filter"]
     assert "mid and side" in by["stereo"] and "synthetic" in by["training data"]
+    assert by["test songs"] == "6 test song(s)"
+    excerpted = ledger.deviations("cpu", data="synth-cpu-seed0", synthetic=True, protocol="standard", tracks=6,
+                                  budget="", settings=settings, excerpt=(10.0, 5.0))
+    assert excerpted.set_index("aspect")["flowsep"]["test songs"] == "6 test song(s), 5 s of each from 10 s"
     claims = ledger.claims(_table({"instglow": 1.0}), profile="cpu", protocol="standard", synthetic=True,
                            settings=settings)
     csv, md = ledger.write_ledger(tmp_path, claims, dev, "ledger")
