@@ -56,7 +56,7 @@ from .data.musdb import is_musdb_root, resolve_root
 from .data.synth import MANIFEST
 from .errors import FlowsepError
 from .evaluate import PROTOCOLS, evaluate_separator, excerpt_tracks, load_track, open_tracks
-from .io import atomic_path, check_writable_dir, write_audio
+from .io import atomic_path, check_writable_dir, data_home, write_audio
 from .prior import PriorConfig
 from .separate import Separator
 
@@ -224,6 +224,23 @@ def _last_step(history) -> float:
     return float(steps[-1]) if steps else math.nan
 
 
+#: chapter 6's race: seconds of training per learned system at each profile (at ``paper``, none: the race
+#: there is the published step budget)
+RACE_SECONDS = {"smoke": 4.0, "cpu": 180.0, "gpu": 720.0}
+
+
+def models_folder(root, profile: str) -> Path:
+    """Where the book keeps the systems it trained on ``root`` at ``profile`` (``models_dir`` of its races,
+    shared by every protocol and excerpt)."""
+    return data_home() / "benchmarks" / f"{Path(root).name}-{profile}-models"
+
+
+def model_file(key: str, train_seconds: float | None = None) -> str:
+    """The checkpoint name of a supervised system in a models folder: ``<key>-<S>s.pt`` for a race at
+    equal training time, ``<key>.pt`` for a step budget."""
+    return f"{key}.pt" if train_seconds is None else f"{key}-{train_seconds:g}s.pt"
+
+
 def race_prior_bundle(profile: str, root, seconds: float, models_dir, source: str) -> Path:
     """Where the race keeps InstGlow's prior of ``source`` trained for ``seconds``.
 
@@ -312,9 +329,8 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
             system = Separator(trained, iterations=iterations, device=device, progress=False)
         elif kind == "supervised":
             log(f"[{title}] training")
-            name = f"{key}.pt" if train_seconds is None else f"{key}-{train_seconds:g}s.pt"
-            system = ensure_supervised(key, root, profile, models_dir / "models" / name, steps=steps,
-                                       seconds=train_seconds, device=device, progress=progress)
+            system = ensure_supervised(key, root, profile, models_dir / "models" / model_file(key, train_seconds),
+                                       steps=steps, seconds=train_seconds, device=device, progress=progress)
             spent, n_steps = system.train_seconds, _last_step(system.history)
             allowed = train_seconds if train_seconds is not None else math.nan
         elif key == "oracle-irm":

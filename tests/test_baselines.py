@@ -239,6 +239,14 @@ def test_the_race_uses_the_books_priors_only_when_they_were_trained_to_its_budge
     assert race_prior_bundle("cpu", root, quarter, models, "drums") == book
 
 
+def test_chapter_6_and_7_find_the_same_trained_systems(tmp_path, monkeypatch):
+    from flowsep.comparison import RACE_SECONDS, model_file, models_folder
+    monkeypatch.setenv("FLOWSEP_DATA", str(tmp_path))
+    assert models_folder("x/synth-cpu-seed0", "cpu") == tmp_path / "benchmarks" / "synth-cpu-seed0-cpu-models"
+    assert model_file("openunmix", RACE_SECONDS["cpu"]) == "openunmix-180s.pt"
+    assert model_file("openunmix") == "openunmix.pt" and "paper" not in RACE_SECONDS
+
+
 def test_budget_curve_trains_each_budget_and_shares_models(short_root, tmp_path, monkeypatch):
     from flowsep.comparison import budget_curve
     monkeypatch.setenv("FLOWSEP_DATA", str(tmp_path / "data"))
