@@ -94,7 +94,8 @@ def claims(table: pd.DataFrame, *, profile: str, protocol: str, synthetic: bool,
                 status, reason = DIFFERS, f"{value - prow.sdr[target]:+.2f} dB from the paper"
             rows.append({"part": "4-stem MUSDB18", "claim": f"{prow.system}, {target} SDR (dB)",
                          "source": prow.source + (f" [{prow.cite}]" if prow.cite != paper.PAPER["key"] else ""),
-                         "paper": prow.sdr[target], "this_run": value, "status": status, "reason": reason})
+                         "paper": prow.sdr[target], "this_run": round(value, 2) if math.isfinite(value) else value,
+                         "status": status, "reason": reason})
 
     # every number of the Slakh new-source table
     for prow in paper.SLAKH_TABLE:

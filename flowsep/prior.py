@@ -85,7 +85,7 @@ class PriorConfig:
             # `steps` (what --steps defaults to) and the decay at 70% serve a step budget.
             "cpu": dict(transform="log", sample_rate=16000, n_fft=512, hop=128, n_blocks=6, hidden=64, kernel=5,
                         n_layers=3, batch_size=16, segment_frames=128, steps=1000, train_seconds=45.0, lr=1e-3,
-                        lr_decay_every=700, val_every=250, val_batches=2, checkpoint_every=250),
+                        lr_decay_every=700, val_every=50, val_batches=2, checkpoint_every=250),
             # gpu: the published flow (22.05 kHz, n_fft 1024, 12 blocks of 128 channels, batch 32, fp16 on CUDA)
             # over log magnitudes, trained 3 minutes per prior, so that chapters 4-7 fit about an hour on a
             # Colab T4. Sizes and budget estimated from a FLOP count (benchmarks/gpu_estimate.py), not yet

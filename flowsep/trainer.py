@@ -192,7 +192,10 @@ def run_steps(loader, loss_of, params: list, opt, scaler, grad_clip: float, *, s
         if bar is not None:
             if postfix is not None:
                 bar.set_postfix(postfix(history), refresh=False)
-            bar.update(1 if seconds is None else int(spent) - int(before))
+            if seconds is None:
+                bar.update(1)
+            else:  # whole seconds; a finished run fills the bar (its last step may end a fraction short)
+                bar.update(bar.total - bar.n if finished else int(spent) - int(before))
         if finished:
             break
         if step % checkpoint_every == 0:
