@@ -80,8 +80,9 @@ class PriorConfig:
                           n_layers=2, batch_size=8, segment_frames=32, steps=60, lr=1e-3,
                           lr_decay_every=10_000, val_every=20, val_batches=1, checkpoint_every=20),
             # cpu: 45 s of training per prior (a wall-clock budget, so the book takes the same time on any
-            # 2-core machine; a faster machine takes more steps in it: about 640 at 0.07 s per step, 250 at
-            # 0.18). The four priors are then InstGlow's entry in chapter 6's race at 180 s per system.
+            # 2-core machine; a faster machine takes more steps in it: 640 at 0.07 s per step; a slow 2-core
+            # AVX2 machine took 141 to 220). The four priors are then InstGlow's entry in chapter 6's race at
+            # 180 s per system.
             # `steps` (what --steps defaults to) and the decay at 70% serve a step budget.
             "cpu": dict(transform="log", sample_rate=16000, n_fft=512, hop=128, n_blocks=6, hidden=64, kernel=5,
                         n_layers=3, batch_size=16, segment_frames=128, steps=1000, train_seconds=45.0, lr=1e-3,
