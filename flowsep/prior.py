@@ -79,8 +79,8 @@ class PriorConfig:
             "smoke": dict(transform="log", sample_rate=8000, n_fft=128, hop=64, n_blocks=2, hidden=16, kernel=3,
                           n_layers=2, batch_size=8, segment_frames=32, steps=60, lr=1e-3,
                           lr_decay_every=10_000, val_every=20, val_batches=1, checkpoint_every=20),
-            # cpu: 45 s of training per prior (a wall-clock budget, so the book takes the same time on any
-            # 2-core machine; a faster machine takes more steps in it: 640 at 0.07 s per step; a slow 2-core
+            # cpu: 45 s of training per prior (a wall-clock budget, so training takes the same time on any
+            # machine; a faster machine takes more steps in it: 640 at 0.07 s per step; a slow 2-core
             # AVX2 machine took 141 to 220). The four priors are then InstGlow's entry in chapter 6's race at
             # 180 s per system.
             # `steps` (what --steps defaults to) and the decay at 70% serve a step budget.
