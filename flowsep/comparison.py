@@ -370,7 +370,8 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
     for col in ("wins", "losses", "songs"):
         table[col] = table[col].astype("Int64")
     in_words = budget_title(steps, train_seconds, budget)
-    title = (f"Median SDR (dB), {in_words}; {protocol} protocol, profile {profile}, {len(names)} test track(s) "
+    tracks_text = f"{len(names)} test track" + ("s" if len(names) != 1 else "")
+    title = (f"Median SDR (dB), {in_words}; {protocol} protocol, profile {profile}, {tracks_text} "
              f"of {Path(root).name}" + (f", {excerpt[1]:g} s from {excerpt[0]:g} s of each" if excerpt else ""))
     long = pd.concat({k: v for k, v in per_track.items()}, names=["system", "track"]).reset_index()
     with atomic_path(out / "per_track.csv") as tmp:
@@ -466,7 +467,9 @@ def budget_curve(data=None, profile: str = "cpu", out="curve", budgets=(60.0, 18
     curve = pd.DataFrame(rows)
     with atomic_path(out / "budget_curve.csv") as tmp:
         curve.to_csv(tmp, index=False, float_format="%.4f")
-    lines = [f"# Mean SDR against training time: profile {profile}, {int(curve['songs'].max())} test song(s)", "",
+    n_songs = int(curve["songs"].max())
+    lines = [f"# Mean SDR against training time: profile {profile}, {n_songs} test song"
+             + ("s" if n_songs != 1 else ""), "",
              "| system | budget s | steps | train s | song mean [95% CI] | median-based mean | RTF |",
              "|---|---|---|---|---|---|---|"]
     for _, r in curve.iterrows():

@@ -35,6 +35,7 @@ PAPER = {
     "venue": "IEEE Signal Processing Letters 29 (2022)",
     "doi": "10.1109/LSP.2022.3219355",
     "arxiv": "2204.09079",
+    "cited_as": "Zhu et al. 2022",
 }
 
 #: the cited prior-only baseline (its own paper, not BASIS)
@@ -43,6 +44,7 @@ SPECGAN_PAPER = {
     "title": "Unsupervised Audio Source Separation using Generative Priors",
     "authors": "Narayanaswamy, Thiagarajan, Anirudh, Spanias",
     "venue": "Interspeech 2020",
+    "cited_as": "Narayanaswamy et al. 2020",
 }
 
 TARGETS = ("vocals", "drums", "bass", "other")
@@ -180,8 +182,14 @@ def musdb_row(key: str) -> PaperRow:
     raise KeyError(key)
 
 
+def cited_as(key: str) -> str:
+    """How the text names the paper with bibtex key ``key`` ("Zhu et al. 2022"); the key itself if unknown."""
+    return {p["key"]: p["cited_as"] for p in (PAPER, SPECGAN_PAPER)}.get(key, key)
+
+
 def musdb_table(with_mean: bool = True) -> pd.DataFrame:
-    """The 4-stem table as a DataFrame: system, kind, vocals, drums, bass, other (dB), mean, cite."""
+    """The 4-stem table as a DataFrame: system, kind, vocals, drums, bass, other (dB), mean, cite (the bibtex
+    key of the paper the row's numbers come from; :func:`cited_as` names it in words)."""
     rows = []
     for r in MUSDB_TABLE:
         row = {"system": r.system, "kind": r.kind, **{t: r.sdr[t] for t in TARGETS}}

@@ -164,18 +164,39 @@ def audio_grid(rows: Mapping, rate: int | None = None, columns=None, seconds: fl
     return HTML("".join(parts))
 
 
+def text_table(frame, max_width: str = "24em"):
+    """A table of sentences that fits the page: every cell wraps at ``max_width`` (a pandas Styler; numbers
+    with two decimals).
+
+    Long text cells (the ledger's reasons, the deviations) otherwise keep a table wider than the text
+    column of the rendered book.
+    """
+    cell = [("white-space", "normal"), ("max-width", max_width), ("vertical-align", "top"),
+            ("text-align", "left")]
+    styled = frame.style.format(precision=2).set_table_attributes('class="dataframe"')  # the book's table style
+    return styled.set_table_styles([{"selector": "td", "props": cell}, {"selector": "th", "props": cell}])
+
+
+#: peak amplitude (full scale 1) below which a player is labelled silent: -80 dBFS
+SILENT_PEAK = 1e-4
+
+
 def players(stems: Mapping, rate: int, seconds: float | None = None, spectrograms: bool = False,
             caption: str | None = None):
     """Labelled players side by side, wrapping onto new lines as needed: ``{name: audio}`` -> HTML.
 
     Values may also be ``(audio, rate)``. With ``spectrograms=True`` each player has a small
-    spectrogram above it.
+    spectrogram above it. A player whose audio is silent (peak below :data:`SILENT_PEAK`) over the part
+    it plays says so under its name, so that a reader does not take an empty stem for a broken player.
     """
     items = []
     for name, item in stems.items():
         sig, r = item if isinstance(item, tuple) else (item, rate)
         body = _thumbnail(sig, r, seconds, PLAYER_WIDTH) if spectrograms else ""
-        items.append(f'<div style="text-align:center"><div><b>{html.escape(str(name))}</b></div>'
+        played = np.asarray(sig)[..., :int(seconds * r)] if seconds else np.asarray(sig)
+        silent = not played.size or float(np.abs(played).max()) < SILENT_PEAK
+        label = html.escape(str(name)) + ("<br><small>(silent here)</small>" if silent else "")
+        items.append(f'<div style="text-align:center"><div><b>{label}</b></div>'
                      f'{body}{audio_tag(sig, r, seconds)}</div>')
     head = f'<div style="margin-bottom:0.3em">{html.escape(caption)}</div>' if caption else ""
     return HTML(f'<div class="flowsep-players" style="margin:0.5em 0">{head}'

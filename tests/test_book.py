@@ -234,6 +234,27 @@ def test_players_keep_levels_and_channels():
     assert rate == widgets.MAX_RATE and len(data) == widgets.MAX_RATE
 
 
+def test_a_silent_player_says_so():
+    import numpy as np
+
+    from flowsep import widgets
+    tone = 0.1 * np.sin(np.arange(16000) / 5)
+    late = np.concatenate([np.zeros(16000), tone])           # silent over the first second only
+    page = widgets.players({"tone": tone, "late": late}, 16000, seconds=1.0).data
+    assert page.count("(silent here)") == 1 and page.index("(silent here)") > page.index("late")
+    assert "(silent here)" not in widgets.players({"late": late}, 16000).data
+
+
+def test_a_table_of_sentences_wraps_and_rounds():
+    import pandas as pd
+
+    from flowsep import widgets
+    page = widgets.text_table(pd.DataFrame({"value": [7.14159], "reason": ["a long reason " * 30]}),
+                              max_width="20em")._repr_html_()
+    assert "max-width: 20em" in page and "white-space: normal" in page and 'class="dataframe"' in page
+    assert ">7.14<" in page and "7.1415" not in page
+
+
 def test_audio_grid_has_a_player_per_cell_and_a_dash_for_missing():
     import numpy as np
 

@@ -4,6 +4,8 @@ No training here: the ledger is built from made-up tables whose outcome is known
 test_baselines.py writes a real one.
 """
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,6 +24,14 @@ def test_the_paper_table_has_every_system_once():
     assert math.isclose(paper.gap("openunmix", "instglow"), 5.4875 - 3.18)
     assert paper.setting("lr") == 0.01 and paper.setting("iterations") == 150
     assert paper.slakh_table().loc[0, "guitar"] == 1.85 and paper.slakh_table()["piano"].isna().sum() == 3
+
+
+def test_every_cited_paper_is_in_the_references_and_named_in_words():
+    bib = (Path(__file__).resolve().parent.parent / "book" / "references.bib").read_text()
+    for key in paper.musdb_table()["cite"].unique():
+        assert f"{{{key}," in bib, key
+        year = re.search(r"\d{4}", key).group()
+        assert paper.cited_as(key) != key and paper.cited_as(key).endswith(f"et al. {year}"), key
 
 
 def test_bootstrap_interval_holds_the_mean_and_is_fixed():
@@ -113,10 +123,10 @@ def test_deviations_are_read_from_the_configs(tmp_path):
     assert "HDemucs" in by["Demucs"] and by["magnitudes"].startswith("log")
     assert by["sample rate and STFT"].startswith("16000 Hz") and "Wiener" in by["post-filter"]
     assert "mid and side" in by["stereo"] and "synthetic" in by["training data"]
-    assert by["test songs"] == "6 test song(s)"
+    assert by["test songs"] == "6 test songs"
     excerpted = ledger.deviations("cpu", data="synth-cpu-seed0", synthetic=True, protocol="standard", tracks=6,
                                   budget="", settings=settings, excerpt=(10.0, 5.0))
-    assert excerpted.set_index("aspect")["flowsep"]["test songs"] == "6 test song(s), 5 s of each from 10 s"
+    assert excerpted.set_index("aspect")["flowsep"]["test songs"] == "6 test songs, 5 s of each from 10 s"
     claims = ledger.claims(_table({"instglow": 1.0}), profile="cpu", protocol="standard", synthetic=True,
                            settings=settings)
     csv, md = ledger.write_ledger(tmp_path, claims, dev, "ledger")
