@@ -226,7 +226,7 @@ def _last_step(history) -> float:
 
 #: chapter 6's race: seconds of training per learned system at each profile (at ``paper``, none: the race
 #: there is the published step budget)
-RACE_SECONDS = {"smoke": 4.0, "cpu": 180.0, "gpu": 720.0}
+RACE_SECONDS = {"smoke": 4.0, "cpu": 120.0, "gpu": 720.0}
 
 
 def models_folder(root, profile: str) -> Path:

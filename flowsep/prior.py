@@ -79,13 +79,13 @@ class PriorConfig:
             "smoke": dict(transform="log", sample_rate=8000, n_fft=128, hop=64, n_blocks=2, hidden=16, kernel=3,
                           n_layers=2, batch_size=8, segment_frames=32, steps=60, lr=1e-3,
                           lr_decay_every=10_000, val_every=20, val_batches=1, checkpoint_every=20),
-            # cpu: 45 s of training per prior (a wall-clock budget, so training takes the same time on any
-            # machine; a faster machine takes more steps in it: 640 at 0.07 s per step; a slow 2-core
-            # AVX2 machine took 141 to 220). The four priors are then InstGlow's entry in chapter 6's race at
-            # 180 s per system.
+            # cpu: 30 s of training per prior (a wall-clock budget, so training takes the same time on any
+            # machine; a faster machine takes more steps in it: a 2-core Xeon with bf16 units took about 440
+            # steps in 45 s, a slow 2-core AVX2 machine 141 to 220). The four priors are then InstGlow's entry in
+            # chapter 6's race at 120 s per system.
             # `steps` (what --steps defaults to) and the decay at 70% serve a step budget.
             "cpu": dict(transform="log", sample_rate=16000, n_fft=512, hop=128, n_blocks=6, hidden=64, kernel=5,
-                        n_layers=3, batch_size=16, segment_frames=128, steps=1000, train_seconds=45.0, lr=1e-3,
+                        n_layers=3, batch_size=16, segment_frames=128, steps=1000, train_seconds=30.0, lr=1e-3,
                         lr_decay_every=700, val_every=50, val_batches=2, checkpoint_every=250),
             # gpu: the published flow (22.05 kHz, n_fft 1024, 12 blocks of 128 channels, batch 32, fp16 on CUDA)
             # over log magnitudes, trained 3 minutes per prior, so that chapters 4-7 fit about an hour on a

@@ -136,7 +136,7 @@ def register_cli(sub) -> None:
     p.add_argument("--seconds", type=float, default=None,
                    help="budget in seconds of training, validation and checkpoint writing not counted; "
                         "the learning rate decays at the same fractions of it (default: the profile's budget: "
-                        "45 s per prior at cpu, 180 s at gpu, steps at smoke and paper)")
+                        "30 s per prior at cpu, 180 s at gpu, steps at smoke and paper)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the checkpoint at --out if it exists, within its budget")

@@ -243,8 +243,11 @@ def test_chapter_6_and_7_find_the_same_trained_systems(tmp_path, monkeypatch):
     from flowsep.comparison import RACE_SECONDS, model_file, models_folder
     monkeypatch.setenv("FLOWSEP_DATA", str(tmp_path))
     assert models_folder("x/synth-cpu-seed0", "cpu") == tmp_path / "benchmarks" / "synth-cpu-seed0-cpu-models"
-    assert model_file("openunmix", RACE_SECONDS["cpu"]) == "openunmix-180s.pt"
+    assert model_file("openunmix", RACE_SECONDS["cpu"]) == "openunmix-120s.pt"
     assert model_file("openunmix") == "openunmix.pt" and "paper" not in RACE_SECONDS
+    from flowsep import PriorConfig
+    for profile in ("cpu", "gpu"):   # the book's priors are InstGlow's entry in the race: a quarter each
+        assert RACE_SECONDS[profile] == 4 * PriorConfig.preset(profile).train_seconds, profile
 
 
 def test_budget_curve_trains_each_budget_and_shares_models(short_root, tmp_path, monkeypatch):
