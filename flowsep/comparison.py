@@ -343,7 +343,7 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
 
     demo, per_track = None, {}
     for key, (title, kind, system, (n_steps, spent, allowed)) in built.items():
-        log(f"[{title}] separating and scoring {len(names)} track(s)")
+        log(f"[{title}] separating and scoring {len(names)} track" + ("s" if len(names) != 1 else ""))
         timed = TimedSystem(system)
         result = evaluate_separator(timed, root, "test", names, out=out / "scores" / key, protocol=protocol,
                                     progress=progress, save_estimates=False, desc=f"score {title}", excerpt=excerpt)

@@ -164,17 +164,21 @@ def audio_grid(rows: Mapping, rate: int | None = None, columns=None, seconds: fl
     return HTML("".join(parts))
 
 
-def text_table(frame, max_width: str = "24em"):
+def text_table(frame, max_width: str = "24em", caption: str | None = None):
     """A table of sentences that fits the page: every cell wraps at ``max_width`` (a pandas Styler; numbers
     with two decimals).
 
     Long text cells (the ledger's reasons, the deviations) otherwise keep a table wider than the text
-    column of the rendered book.
+    column of the rendered book. caption: a title above the table.
     """
     cell = [("white-space", "normal"), ("max-width", max_width), ("vertical-align", "top"),
             ("text-align", "left")]
     styled = frame.style.format(precision=2).set_table_attributes('class="dataframe"')  # the book's table style
-    return styled.set_table_styles([{"selector": "td", "props": cell}, {"selector": "th", "props": cell}])
+    if caption:
+        styled = styled.set_caption(caption)
+    caption_style = [("caption-side", "top"), ("text-align", "left"), ("font-weight", "bold")]
+    return styled.set_table_styles([{"selector": "td", "props": cell}, {"selector": "th", "props": cell},
+                                    {"selector": "caption", "props": caption_style}])
 
 
 #: peak amplitude (full scale 1) below which a player is labelled silent: -80 dBFS

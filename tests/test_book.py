@@ -250,9 +250,9 @@ def test_a_table_of_sentences_wraps_and_rounds():
 
     from flowsep import widgets
     page = widgets.text_table(pd.DataFrame({"value": [7.14159], "reason": ["a long reason " * 30]}),
-                              max_width="20em")._repr_html_()
+                              max_width="20em", caption="the claims")._repr_html_()
     assert "max-width: 20em" in page and "white-space: normal" in page and 'class="dataframe"' in page
-    assert ">7.14<" in page and "7.1415" not in page
+    assert ">7.14<" in page and "7.1415" not in page and "the claims</caption>" in page
 
 
 def test_audio_grid_has_a_player_per_cell_and_a_dash_for_missing():
