@@ -80,9 +80,9 @@ class PriorConfig:
                           n_layers=2, batch_size=8, segment_frames=32, steps=60, lr=1e-3,
                           lr_decay_every=10_000, val_every=20, val_batches=1, checkpoint_every=20),
             # cpu: 30 s of training per prior (a wall-clock budget, so training takes the same time on any
-            # machine; a faster machine takes more steps in it: a 2-core Xeon with bf16 units took about 440
-            # steps in 45 s, a slow 2-core AVX2 machine 141 to 220). The four priors are then InstGlow's entry in
-            # chapter 6's race at 120 s per system.
+            # machine; a faster machine takes more steps in it: a 2-core Xeon with bf16 units took about 300
+            # steps in 30 s, a slow 2-core AVX2 machine 141 to 220 in 45 s). The four priors are then InstGlow's
+            # entry in chapter 6's race at 120 s per system.
             # `steps` (what --steps defaults to) and the decay at 70% serve a step budget.
             "cpu": dict(transform="log", sample_rate=16000, n_fft=512, hop=128, n_blocks=6, hidden=64, kernel=5,
                         n_layers=3, batch_size=16, segment_frames=128, steps=1000, train_seconds=30.0, lr=1e-3,
