@@ -51,7 +51,7 @@ from . import __version__, ledger
 from .baselines import MixtureAsEstimate, OracleRatioMask, OracleWiener, ensure_supervised, training_budget
 from .bundle import is_bundle, load_bundle, read_manifest, train_into_bundle
 from .cache import ensure_dataset, ensure_prior, prior_bundle_path
-from .constants import TARGETS
+from .constants import TARGETS, counted
 from .data.musdb import is_musdb_root, resolve_root
 from .data.synth import MANIFEST
 from .errors import FlowsepError
@@ -343,7 +343,7 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
 
     demo, per_track = None, {}
     for key, (title, kind, system, (n_steps, spent, allowed)) in built.items():
-        log(f"[{title}] separating and scoring {len(names)} track" + ("s" if len(names) != 1 else ""))
+        log(f"[{title}] separating and scoring {counted(len(names), 'track')}")
         timed = TimedSystem(system)
         result = evaluate_separator(timed, root, "test", names, out=out / "scores" / key, protocol=protocol,
                                     progress=progress, save_estimates=False, desc=f"score {title}", excerpt=excerpt)
@@ -370,9 +370,8 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
     for col in ("wins", "losses", "songs"):
         table[col] = table[col].astype("Int64")
     in_words = budget_title(steps, train_seconds, budget)
-    tracks_text = f"{len(names)} test track" + ("s" if len(names) != 1 else "")
-    title = (f"Median SDR (dB), {in_words}; {protocol} protocol, profile {profile}, {tracks_text} "
-             f"of {Path(root).name}" + (f", {excerpt[1]:g} s from {excerpt[0]:g} s of each" if excerpt else ""))
+    title = (f"Median SDR (dB), {in_words}; {protocol} protocol, profile {profile}, "
+             f"{counted(len(names), 'test track')} of {Path(root).name}" + (f", {excerpt[1]:g} s from {excerpt[0]:g} s of each" if excerpt else ""))
     long = pd.concat({k: v for k, v in per_track.items()}, names=["system", "track"]).reset_index()
     with atomic_path(out / "per_track.csv") as tmp:
         long.to_csv(tmp, index=False, float_format="%.4f")
@@ -467,9 +466,8 @@ def budget_curve(data=None, profile: str = "cpu", out="curve", budgets=(60.0, 18
     curve = pd.DataFrame(rows)
     with atomic_path(out / "budget_curve.csv") as tmp:
         curve.to_csv(tmp, index=False, float_format="%.4f")
-    n_songs = int(curve["songs"].max())
-    lines = [f"# Mean SDR against training time: profile {profile}, {n_songs} test song"
-             + ("s" if n_songs != 1 else ""), "",
+    lines = [f"# Mean SDR against training time: profile {profile}, {counted(int(curve['songs'].max()), 'test song')}",
+             "",
              "| system | budget s | steps | train s | song mean [95% CI] | median-based mean | RTF |",
              "|---|---|---|---|---|---|---|"]
     for _, r in curve.iterrows():

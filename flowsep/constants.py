@@ -1,4 +1,5 @@
-"""The names every part of flowsep shares: the four MUSDB18 targets, the profiles, the comparison systems.
+"""The names every part of flowsep shares: the four MUSDB18 targets, the profiles, the comparison systems,
+and how a count of things is written.
 
 Chapter: "The separation problem" (targets), the preface (profiles), "Evaluation" (systems).
 """
@@ -14,3 +15,8 @@ MODEL_NAMES = ("openunmix", "convtasnet", "demucs", "waveunet")
 #: how tables and figures name them
 DISPLAY_NAMES = {"openunmix": "Open-Unmix", "convtasnet": "Conv-TasNet", "demucs": "Demucs",
                  "waveunet": "Wave-U-Net"}
+
+
+def counted(n: int, noun: str) -> str:
+    """A count in words for titles and text: counted(1, "song") -> "1 song", counted(6, "song") -> "6 songs"."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")

@@ -28,6 +28,7 @@ import pandas as pd
 
 from . import paper
 from .baselines.models import SupervisedConfig
+from .constants import counted
 from .io import atomic_path
 from .prior import PriorConfig
 from .separate import METHODS
@@ -234,8 +235,7 @@ def deviations(profile: str, *, data: str, synthetic: bool, protocol: str, track
          "standard MUSDB18 protocol (1 s windows, median over windows then tracks)" if protocol == "standard"
          else "the paper's protocol (flowsep.evaluate, protocol='paper')", "flowsep/evaluate.py"),
         ("test songs", "MUSDB18 test (50 songs)",
-         f"{tracks} test song" + ("s" if tracks != 1 else "")
-         + (f", {excerpt[1]:g} s of each from {excerpt[0]:g} s" if excerpt else ""),
+         counted(tracks, "test song") + (f", {excerpt[1]:g} s of each from {excerpt[0]:g} s" if excerpt else ""),
          "flowsep/comparison.py"),
         ("mixed precision", "fp16 (apex) on GPU", "fp16 autocast on CUDA, bf16 on capable CPUs, else fp32",
          "flowsep/train.py"),

@@ -34,6 +34,11 @@ def test_every_cited_paper_is_in_the_references_and_named_in_words():
         assert paper.cited_as(key) != key and paper.cited_as(key).endswith(f"et al. {year}"), key
 
 
+def test_counts_are_written_in_words():
+    from flowsep.constants import counted
+    assert counted(1, "test song") == "1 test song" and counted(6, "song") == "6 songs" and counted(0, "song") == "0 songs"
+
+
 def test_bootstrap_interval_holds_the_mean_and_is_fixed():
     rng = np.random.default_rng(1)
     v = rng.normal(3.0, 2.0, size=(6, 4))
