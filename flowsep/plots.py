@@ -148,7 +148,7 @@ def loss_curves(histories: Mapping, bits: bool = True, smooth: float = 0.9, titl
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     a_train.set_ylabel(f"negative log-likelihood ({unit})")
-    a_val.legend(loc="upper right", fontsize=9)
+    a_val.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)   # beside the curves, off them
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -181,7 +181,7 @@ def likelihood_heatmap(matrix, ax=None, title: str | None = None, unit: str = "b
         for j in range(values.shape[1]):
             bright = (values[i, j] - lo) / (hi - lo + 1e-12)
             bright = bright if higher_is_better else 1 - bright
-            ax.text(j, i, fmt.format(values[i, j]), ha="center", va="center", fontsize=9,
+            ax.text(j, i, fmt.format(values[i, j]), ha="center", va="center", fontsize=11,
                     color="black" if bright > 0.5 else "white")
     for j in range(values.shape[1]):
         i = int(np.nanargmax(values[:, j]) if higher_is_better else np.nanargmin(values[:, j]))
