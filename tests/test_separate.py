@@ -256,10 +256,14 @@ def test_published_algorithm_gives_its_saved_output():
     priors = {k: flowsep.FlowPrior.from_checkpoint(v, k) for k, v in ref["priors"].items()}
     sep = Separator(priors, iterations=40, segment_seconds=1.0, overlap=0.25, progress=False)
     result = sep.estimate(ref["mixture"].numpy(), ref["rate"])
-    np.testing.assert_allclose(result.trace, ref["trace"].numpy(), rtol=1e-5)
+    np.testing.assert_allclose(result.trace, ref["trace"].numpy(), rtol=1e-5)   # the search itself
+    # The waveforms to 0.1% of their peak: the reference was made on an AVX2 CPU, and an AVX-512 one rounds
+    # float32 FFTs differently (seen: 1e-5 after the Wiener filter, 2e-4 with post="none", where the mixture
+    # phase of near-silent bins is sensitive); a change to the algorithm moves them by far more.
     for post in ("none", "mask", "wiener"):
         for name, est in result.render(post).items():
-            np.testing.assert_allclose(est, ref[post][name].numpy(), atol=1e-6, err_msg=f"{post} {name}")
+            want = ref[post][name].numpy()
+            np.testing.assert_allclose(est, want, atol=1e-3 * np.abs(want).max(), err_msg=f"{post} {name}")
 
 
 def test_long_input_in_chunks_under_a_small_memory_setting(priors):
