@@ -12,7 +12,8 @@ bounds. Targets are the prior names that are stems of the set.
 Speed: priors of each profile (untrained: the cost does not depend on the weights), ``--sources`` of
 them, on a stereo noise clip of ``--speed-seconds`` at 44.1 kHz cut into segments of ``--speed-segment``
 seconds; the separation runs unbatched (source by source, item by item), batched (one pass per prior
-per iteration over every segment and channel) and batched + stacked (all priors as one vmapped model).
+per iteration over every segment and channel), batched + stacked (all priors as one vmapped model) and
+batched + bf16 (the priors' networks in bfloat16 where the device computes it fast; float32 elsewhere).
 Reported: seconds per iteration and the real-time factor (compute seconds per audio second) of a
 separation with the chosen number of iterations, measured and extrapolated to 150 iterations.
 
@@ -105,6 +106,7 @@ def methods(args) -> dict:
     import numpy as np
     import torch
 
+    from flowsep.comparison import per_track_sdr, song_statistics
     from flowsep.evaluate import iter_tracks, score_track, scores_frame, summarize
     from flowsep.separate import METHODS, Separator
     from flowsep.separate_files import load_priors
@@ -145,10 +147,16 @@ def methods(args) -> dict:
         sdr = summarize(scores_frame(st), "standard")["SDR"]
         rows.append({"method": m, "iterations": i, "own": i == METHODS[m].iterations,
                      **{k: float(v) for k, v in sdr.items()}, "mean": float(np.nanmean(sdr.to_numpy(float)))})
+    # over songs, at each method's own settings: the mean with its bootstrap interval, paired with instglow
+    per_track = {m: per_track_sdr(scores_frame(stores[(m, METHODS[m].iterations)]), targets) for m in args.methods}
+    songs = song_statistics(per_track, reference="instglow")
     return {"data": str(args.data), "subset": args.subset, "tracks": len(stores[(args.methods[0],
             METHODS[args.methods[0]].iterations)]), "excerpt": [args.offset, args.excerpt] if args.excerpt else None,
             "priors": args.prior or args.bundle, "prior_profile": next(iter(priors.values())).config.profile,
             "rows": rows, "rtf": {m: seconds[m] / audio for m in args.methods},
+            "songs": {m: {k: (None if v != v else float(v)) for k, v in r.items()} for m, r in songs.iterrows()},
+            "per_track": {m: {t: {k: float(v) for k, v in r.items()} for t, r in pt.iterrows()}
+                          for m, pt in per_track.items()},
             "settings": {m: dataclasses.asdict(METHODS[m]) for m in args.methods}}
 
 
@@ -167,7 +175,7 @@ def speed(args) -> list[dict]:
         torch.manual_seed(0)
         priors = {f"s{j}": FlowPrior(PriorConfig.preset(profile)) for j in range(args.sources)}
         modes = {"unbatched": dict(unbatched=True), "batched": dict(stack_sources=False),
-                 "batched+stacked": dict(stack_sources=True)}
+                 "batched+stacked": dict(stack_sources=True), "batched+bf16": dict(stack_sources=False, bf16=True)}
         base = None
         for mode, kw in modes.items():
             sep = Separator(priors, iterations=1, segment_seconds=args.speed_segment, overlap=args.speed_overlap,
@@ -233,14 +241,25 @@ def markdown(result: dict) -> str:
                   f"{mt['tracks']} track(s) of {mt['data']} ({mt['subset']}" +
                   (f", {mt['excerpt'][1]:g} s from {mt['excerpt'][0]:g} s" if mt.get("excerpt") else "") +
                   f"), priors at profile {mt['prior_profile']}, Wiener post-filter", "",
-                  "| method | iterations | " + " | ".join(targets) + " | mean | vs instglow | RTF | RTF vs instglow |",
-                  "|---" * (len(targets) + 6) + "|"]
+                  "| method | iterations | " + " | ".join(targets) + " | mean | vs instglow | song mean [95% CI] | "
+                  "vs instglow over songs [95% CI] | wins/losses | RTF | RTF vs instglow |",
+                  "|---" * (len(targets) + 9) + "|"]
         for r in own:
             rel = f"{r['mean'] - base['mean']:+.2f}" if base else "-"
             rtf = mt["rtf"][r["method"]]
             rrel = f"{rtf / mt['rtf']['instglow']:.2f}" if "instglow" in mt["rtf"] else "-"
+            sg = mt.get("songs", {}).get(r["method"])
+            song = f"{sg['song_mean']:.2f} [{sg['ci_low']:.2f}, {sg['ci_high']:.2f}]" if sg else "-"
+            paired = (f"{sg['diff_instglow']:+.2f} [{sg['diff_ci_low']:+.2f}, {sg['diff_ci_high']:+.2f}]"
+                      if sg and sg["diff_instglow"] is not None else "-")
+            wl = f"{sg['wins']:.0f}/{sg['losses']:.0f}" if sg and sg["wins"] is not None else "-"
             lines.append(f"| {r['method']} | {r['iterations']} | " + " | ".join(f"{r[t]:.2f}" for t in targets) +
-                         f" | {r['mean']:.2f} | {rel} | {rtf:.2f} | {rrel} |")
+                         f" | {r['mean']:.2f} | {rel} | {song} | {paired} | {wl} | {rtf:.2f} | {rrel} |")
+        lines += ["", "mean: the mean over targets of museval's standard summary (per target, the median over "
+                  "every window of every song); song mean: the mean over songs x targets of each song's median, "
+                  "with a bootstrap 95% interval over songs; vs instglow over songs: the paired difference, "
+                  "song by song, with its interval; wins/losses: songs whose mean over targets is above/below "
+                  "instglow's; RTF: seconds of separation (search and post-filter) per second of audio"]
         methods_ = list(dict.fromkeys(r["method"] for r in mt["rows"]))
         points = sorted({r["iterations"] for r in mt["rows"]})
         lines += ["", "Mean SDR after N iterations (the method's own count in bold)", "",

@@ -1,7 +1,8 @@
 """Peak memory and time of `flowsep separate` on long songs: does memory stay flat as the input grows?
 
     python benchmarks/separation_memory.py [--profile cpu] [--minutes 1 3 10] [--iterations 2] \\
-        [--prior vocals=V.pt ... | -p BUNDLE] [--max-memory SIZE] [--out benchmarks/results/separation_memory_cpu]
+        [--methods instglow map ...] [--prior vocals=V.pt ... | -p BUNDLE] [--max-memory SIZE] \\
+        [--out benchmarks/results/separation_memory_cpu]
 
 For each length, a stereo 44.1 kHz song is made by joining the test mixtures of the profile's synthetic
 set (generated under data/ if missing) and separated by the `flowsep separate` command with its default
@@ -9,7 +10,9 @@ settings, in a fresh process, so that the process's peak resident memory (the ke
 ru_maxrss) is the separation's. Priors: the ones given, else four untrained priors of the profile (the
 memory and the time do not depend on the weights, only on the architecture). ``--iterations`` (default 2) keeps the run
 short: each chunk of parts is optimised to the end before the next, so the memory does not depend on
-the number of iterations; the time does. Also reported: the
+the number of iterations; the time does. ``--methods``: run the separation with each of these methods
+(``--method``; default: the command's default), every length for each; a method with a warm start also
+runs its own warm-start steps. Also reported: the
 process's resident memory after its imports (the floor every run pays) and, for reference, one
 chunk-size sweep (``--chunk-sweep``): seconds per iteration of one part against several parts per batch.
 
@@ -66,9 +69,9 @@ def make_song(root: Path, minutes: float, path: Path) -> None:
                     break
 
 
-def measure(args, prior_args: list[str], song: Path, tmp: Path) -> dict:
+def measure(args, prior_args: list[str], song: Path, tmp: Path, method: str) -> dict:
     cmd = [sys.executable, __file__, "--child", "separate", str(song), *prior_args, "-o", str(tmp / "out"),
-           "--iterations", str(args.iterations), "--quiet", "--overwrite"]
+           "--method", method, "--iterations", str(args.iterations), "--quiet", "--overwrite"]
     if args.max_memory:
         cmd += ["--max-memory", args.max_memory]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)} if args.threads else None
@@ -110,6 +113,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, nargs="*", default=[1, 3, 10],
                     help="song lengths (none: only the chunk sweep)")
     ap.add_argument("--iterations", type=int, default=2)
+    ap.add_argument("--methods", nargs="+", default=None, help="separation methods (default: the default method)")
     ap.add_argument("--prior", action="append", default=[], metavar="NAME=CKPT")
     ap.add_argument("-p", "--priors", dest="bundle", default=None, help="a prior bundle folder")
     ap.add_argument("--max-memory", default=None, help="passed to flowsep separate (default: its own choice)")
@@ -121,7 +125,9 @@ def main() -> None:
 
     from flowsep.cache import ensure_dataset
     from flowsep.prior import FlowPrior, PriorConfig
+    from flowsep.separate import DEFAULT_METHOD
     root = ensure_dataset(args.profile, progress=False)
+    methods = args.methods or [DEFAULT_METHOD]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -137,12 +143,13 @@ def main() -> None:
         for minutes in args.minutes:
             song = tmp / f"song-{minutes:g}min.wav"
             make_song(root, minutes, song)
-            r = measure(args, prior_args, song, tmp)
-            audio = minutes * 60
-            rows.append({"minutes": minutes, "peak_gb": r["peak_bytes"] / 2 ** 30, "floor_gb": r["floor_bytes"] / 2 ** 30,
-                         "seconds": r["seconds"], "iterations": args.iterations,
-                         "rtf": r["seconds"] / audio})
-            print(f"{minutes:g} min: peak {rows[-1]['peak_gb']:.2f} GB, {r['seconds']:.1f} s", flush=True)
+            for method in methods:
+                r = measure(args, prior_args, song, tmp, method)
+                audio = minutes * 60
+                rows.append({"method": method, "minutes": minutes, "peak_gb": r["peak_bytes"] / 2 ** 30,
+                             "floor_gb": r["floor_bytes"] / 2 ** 30, "seconds": r["seconds"],
+                             "iterations": args.iterations, "rtf": r["seconds"] / audio})
+                print(f"{method}, {minutes:g} min: peak {rows[-1]['peak_gb']:.2f} GB, {r['seconds']:.1f} s", flush=True)
             song.unlink()
         sweep = []
         if args.chunk_sweep:
@@ -157,19 +164,20 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     if rows:
         for r in rows:
-            r["peak_vs_first"] = r["peak_gb"] / rows[0]["peak_gb"]
+            first = next(f for f in rows if f["method"] == r["method"])
+            r["peak_vs_first"] = r["peak_gb"] / first["peak_gb"]
         result = {"profile": args.profile, "iterations": args.iterations, "max_memory": args.max_memory or "auto",
                   **machine, "rows": rows}
         lines = [f"# `flowsep separate` on long songs, {args.profile} profile", "",
-                 f"Stereo 44.1 kHz songs joined from the synthetic test mixtures; default settings "
+                 f"Stereo 44.1 kHz songs joined from the synthetic test mixtures; each method's settings "
                  f"(max memory: {result['max_memory']}), {args.iterations} iterations (memory does not depend on "
-                 f"the iteration count; time does), {result['cpus']} CPUs, torch {torch.__version__}. "
+                 f"the iteration count; time does; consistent also runs its warm-start steps), {result['cpus']} CPUs, torch {torch.__version__}. "
                  "Peak = the process's peak resident memory (ru_maxrss); floor = after its imports.", "",
-                 "| song | peak memory | vs the first | floor | time | time per audio second |",
-                 "|---|---|---|---|---|---|"]
-        for r in rows:
-            lines.append(f"| {r['minutes']:g} min | {r['peak_gb']:.2f} GB | {r['peak_vs_first']:.2f}x | "
-                         f"{r['floor_gb']:.2f} GB | {r['seconds']:.1f} s | {r['rtf']:.3f} |")
+                 "| method | song | peak memory | vs its first | floor | time | time per audio second |",
+                 "|---|---|---|---|---|---|---|"]
+        for r in sorted(rows, key=lambda r: (methods.index(r["method"]), r["minutes"])):
+            lines.append(f"| {r['method']} | {r['minutes']:g} min | {r['peak_gb']:.2f} GB | "
+                         f"{r['peak_vs_first']:.2f}x | {r['floor_gb']:.2f} GB | {r['seconds']:.1f} s | {r['rtf']:.3f} |")
         save(out, result, lines)
     if sweep:
         lines = [f"# Parts per batch, {args.profile} profile: seconds per optimisation iteration", "",

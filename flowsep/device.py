@@ -44,6 +44,16 @@ def autocast_for(device: torch.device, enabled: bool):
     return torch.autocast(device.type, enabled=False)
 
 
+def bf16_autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast where the device computes it fast (CUDA GPUs with bf16, CPUs with bf16 units), else a no-op.
+
+    For work without gradient scaling, such as a separation's search, whose gradients are too small
+    for fp16's range.
+    """
+    fast = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or (device.type == "cpu" and cpu_bf16_supported())
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(enabled and fast))
+
+
 def dist_info() -> tuple[int, int]:
     """(rank, world size) of this process: (0, 1) unless started by ``torchrun``."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))

@@ -350,6 +350,9 @@ def add_separation_options(p) -> None:
                    help="separate mid and side, mid only (the side shared in mid's ratios) or each channel "
                         "(default: the method's)")
     p.add_argument("--prior-weight", type=float, default=None, help="weight of the prior term (default: the method's)")
+    p.add_argument("--bf16", action="store_true", default=None,
+                   help="run the priors' networks in bfloat16 where the device computes it fast (CPUs with "
+                        "bf16 units, most CUDA GPUs); elsewhere a no-op (default: the method's)")
     p.add_argument("--segment-seconds", type=float, default=60.0,
                    help="longest stretch optimised as one segment (default 60)")
     p.add_argument("--max-memory", default=None, metavar="SIZE",
@@ -361,7 +364,7 @@ def separation_options(args) -> dict:
     """Separator keywords from the options of :func:`add_separation_options`."""
     return dict(method=args.method, iterations=args.iterations, lr=args.lr, post=args.post, stereo=args.stereo,
                 prior_weight=args.prior_weight, segment_seconds=args.segment_seconds, device=args.device,
-                max_memory=args.max_memory)
+                max_memory=args.max_memory, bf16=args.bf16)
 
 
 def register_cli(subparsers) -> None:

@@ -3,6 +3,7 @@
 The fixtures train, once per module, two smoke-profile priors: a low harmonic tone source and a bright
 noise-burst source, which a few hundred Adam steps tell apart.
 """
+import argparse
 import math
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import flowsep
 from flowsep.cli import main
 from flowsep.errors import FlowsepError
 from flowsep.separate import DEFAULT_METHOD, METHODS, Separator, generalized_kl
+from flowsep.separate_files import add_separation_options, separation_options
 from flowsep.spectral import overlap_add, plan_segments
 from flowsep.spectral import stft
 
@@ -208,6 +210,19 @@ def test_x_space_prior_and_noise_init(priors, stems):
     assert result.trace[-1] < result.trace[0]
 
 
+def test_bf16_search_stays_close_to_float32(priors, stems):
+    # bf16 runs the priors' networks in bfloat16 only where the device computes it fast; elsewhere it is
+    # float32, the same computation. Either way the objective must follow the float32 one closely.
+    mix = stems["tone"] + stems["burst"]
+    runs = {bf16: Separator(priors, iterations=20, bf16=bf16, post="none", progress=False).estimate(mix, RATE)
+            for bf16 in (False, True)}
+    assert runs[True].trace[-1] < 0.5 * runs[True].trace[0]
+    np.testing.assert_allclose(runs[True].trace, runs[False].trace, rtol=0.05)
+    for name in priors:
+        mags = runs[True].magnitudes[name]
+        assert mags.dtype == torch.float32 and torch.isfinite(mags).all()
+
+
 @pytest.mark.parametrize("n_sources", [3, 5])
 def test_more_sources(priors, stems, n_sources):
     names = [f"src{i}" for i in range(n_sources)]
@@ -247,6 +262,13 @@ def test_method_settings_and_overrides(priors):
     assert sep.iterations == 7 and sep.stereo == "midside" and sep.lr == METHODS["fast"].lr
     assert Separator(priors, progress=False).method.name == DEFAULT_METHOD
     assert "unknown separation method" in _one_line_error(lambda: Separator(priors, method="magic"))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="auto")
+    add_separation_options(parser)
+    for argv, bf16 in ((["--method", "map"], False), (["--method", "map", "--bf16"], True)):
+        sep = Separator(priors, progress=False, **separation_options(parser.parse_args(argv)))
+        assert sep.method.name == "map" and sep.lr == METHODS["map"].lr and sep.bf16 is bf16
+        assert sep.prior_weight == METHODS["map"].prior_weight > 0
 
 
 def test_published_algorithm_gives_its_saved_output():
