@@ -171,7 +171,8 @@ def main() -> None:
         lines = [f"# `flowsep separate` on long songs, {args.profile} profile", "",
                  f"Stereo 44.1 kHz songs joined from the synthetic test mixtures; each method's settings "
                  f"(max memory: {result['max_memory']}), {args.iterations} iterations (memory does not depend on "
-                 f"the iteration count; time does; consistent also runs its warm-start steps), {result['cpus']} CPUs, torch {torch.__version__}. "
+                 f"the iteration count; time does; consistent also runs its warm-start steps), "
+                 f"{result['cpus']} CPUs, torch {torch.__version__}. "
                  "Peak = the process's peak resident memory (ru_maxrss); floor = after its imports.", "",
                  "| method | song | peak memory | vs its first | floor | time | time per audio second |",
                  "|---|---|---|---|---|---|---|"]
