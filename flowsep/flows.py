@@ -4,6 +4,10 @@ Chapter: "Normalizing flows from scratch" and "Glow over spectrograms".
 
 Every layer maps x -> (y, logdet) in ``forward`` and y -> x in ``inverse``; ``logdet`` has shape
 (batch,) and is log|det dy/dx| for each item. Tensors are (batch, channels, time).
+
+A flow can be conditioned (``cond_channels > 0``): ``forward(x, cond)`` and ``inverse(z, cond)`` take a
+global condition of shape (batch, cond_channels, 1) that the coupling networks see (a noise-conditioned
+prior passes log sigma, the noise level of its input); for a fixed condition the map stays invertible.
 """
 from __future__ import annotations
 
@@ -146,81 +150,90 @@ class WaveNet(nn.Module):
 class AffineCoupling(nn.Module):
     """Affine coupling: the first half of the channels sets a shift and log-scale for the second.
 
-    z = [x_a, m(x_a) + exp(s(x_a)) * x_b]; log|det| = sum of s. The output convolution starts at
-    zero, so a new coupling is the identity.
+    z = [x_a, m(x_a, c) + exp(s(x_a, c)) * x_b]; log|det| = sum of s. The output convolution starts at
+    zero, so a new coupling is the identity. A condition c (B, cond_channels, 1), if the coupling has
+    one, is projected to the hidden channels and added to the network's input at every time step.
     """
 
     def __init__(self, channels: int, hidden: int, kernel: int, dilation_rate: int, n_layers: int,
-                 dropout: float):
+                 dropout: float, cond_channels: int = 0):
         super().__init__()
         self.half = channels // 2
         self.start = weight_norm(nn.Conv1d(self.half, hidden, 1))
+        self.cond = nn.Conv1d(cond_channels, hidden, 1) if cond_channels else None
         self.net = WaveNet(hidden, kernel, dilation_rate, n_layers, dropout)
         self.end = nn.Conv1d(hidden, 2 * (channels - self.half), 1)
         nn.init.zeros_(self.end.weight)
         nn.init.zeros_(self.end.bias)
 
-    def _shift_logscale(self, xa):
+    def _shift_logscale(self, xa, cond=None):
+        h = self.start(xa)
+        if self.cond is not None:
+            if cond is None:
+                raise ValueError("this coupling is conditioned: pass its condition (batch, cond_channels, 1)")
+            h = h + self.cond(cond.to(h.dtype))
         # under autocast the network runs in half precision; the affine map itself does not
-        m, logs = self.end(self.net(self.start(xa))).to(xa.dtype).chunk(2, dim=1)
+        m, logs = self.end(self.net(h)).to(xa.dtype).chunk(2, dim=1)
         return m, logs
 
-    def forward(self, x):
+    def forward(self, x, cond=None):
         xa, xb = x[:, :self.half], x[:, self.half:]
-        m, logs = self._shift_logscale(xa)
+        m, logs = self._shift_logscale(xa, cond)
         zb = m + torch.exp(logs) * xb
         return torch.cat([xa, zb], 1), logs.sum(dim=(1, 2))
 
-    def inverse(self, z):
+    def inverse(self, z, cond=None):
         za, zb = z[:, :self.half], z[:, self.half:]
-        m, logs = self._shift_logscale(za)
+        m, logs = self._shift_logscale(za, cond)
         return torch.cat([za, (zb - m) * torch.exp(-logs)], 1)
 
 
 class FlowStep(nn.Sequential):
     """One block of the decoder: ActNorm -> grouped invertible 1x1 conv -> affine coupling."""
 
-    def __init__(self, channels, hidden, kernel, dilation_rate, n_layers, dropout, n_split):
+    def __init__(self, channels, hidden, kernel, dilation_rate, n_layers, dropout, n_split, cond_channels=0):
         super().__init__(ActNorm(channels), GroupedInvConv(channels, n_split),
-                         AffineCoupling(channels, hidden, kernel, dilation_rate, n_layers, dropout))
+                         AffineCoupling(channels, hidden, kernel, dilation_rate, n_layers, dropout, cond_channels))
 
-    def forward(self, x):
+    def forward(self, x, cond=None):
         total = 0
         for layer in self:
-            x, ld = layer(x)
+            x, ld = layer(x, cond) if isinstance(layer, AffineCoupling) else layer(x)
             total = total + ld
         return x, total
 
-    def inverse(self, z):
+    def inverse(self, z, cond=None):
         for layer in reversed(self):
-            z = layer.inverse(z)
+            z = layer.inverse(z, cond) if isinstance(layer, AffineCoupling) else layer.inverse(z)
         return z
 
 
 class Glow(nn.Module):
     """Single-scale Glow: squeeze time by ``n_sqz``, then ``n_blocks`` flow steps.
 
-    (B, C, T) -> z of shape (B, C*n_sqz, T//n_sqz) and log|det dz/dx| of shape (B,).
+    (B, C, T) -> z of shape (B, C*n_sqz, T//n_sqz) and log|det dz/dx| of shape (B,); with
+    ``cond_channels > 0``, every coupling also sees a condition of shape (B, cond_channels, 1).
     """
 
-    def __init__(self, channels, n_blocks, hidden, kernel, dilation_rate, n_layers, dropout, n_split, n_sqz):
+    def __init__(self, channels, n_blocks, hidden, kernel, dilation_rate, n_layers, dropout, n_split, n_sqz,
+                 cond_channels=0):
         super().__init__()
         self.n_sqz = n_sqz
         self.steps = nn.ModuleList(
-            FlowStep(channels * n_sqz, hidden, kernel, dilation_rate, n_layers, dropout, n_split)
+            FlowStep(channels * n_sqz, hidden, kernel, dilation_rate, n_layers, dropout, n_split, cond_channels)
             for _ in range(n_blocks))
 
-    def forward(self, x):
+    def forward(self, x, cond=None):
         z = squeeze(x, self.n_sqz)
         logdet = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
         for step in self.steps:
-            z, ld = step(z)
+            z, ld = step(z, cond)
             logdet = logdet + ld
         return z, logdet
 
-    def inverse(self, z):
+    def inverse(self, z, cond=None):
         for step in reversed(self.steps):
-            z = step.inverse(z)
+            z = step.inverse(z, cond)
         return unsqueeze(z, self.n_sqz)
 
 

@@ -8,6 +8,12 @@ a fixed transform (``linear``: scale; ``log``: log(mag + eps)), padded with zero
 to a latent z with a standard-normal density. ``log_prob`` adds the log-Jacobian of the transform,
 so it is a density over the magnitudes themselves (the zero padding bins are held fixed at 0 and
 their density there is included, as in the published model).
+
+A noise-conditioned prior (``noise_levels > 0``, for the annealed search of BASIS, Jayaram & Thickstun
+2020) is a density p_sigma over noisy flow inputs x + sigma * eps, one for every noise level sigma of a
+geometric schedule (:attr:`FlowPrior.noise_sigmas`); its coupling networks see log sigma. It is trained on
+clean stems with the noise added (:class:`flowsep.train.NLL`). Where no sigma is given (``log_prob``,
+``inverse``, ``sample``, so in every search that does not anneal), it is the density at the smallest level.
 """
 from __future__ import annotations
 
@@ -47,6 +53,11 @@ class PriorConfig:
     dropout: float = 0.05
     n_split: int = 4
     n_sqz: int = 2
+    # noise conditioning (0: a plain prior): the flow learns p_sigma for `noise_levels` levels sigma, geometric
+    # from noise_max down to noise_min, in flow-space units (log-magnitudes times `scale` for "log")
+    noise_levels: int = 0
+    noise_max: float = 2.0
+    noise_min: float = 0.05
     # training
     batch_size: int = 32
     segment_frames: int = 640      # frames per training example (multiple of n_sqz)
@@ -138,8 +149,11 @@ class FlowPrior(nn.Module):
             raise FlowsepError(f"unknown transform {c.transform!r}; use 'linear' or 'log'")
         if c.n_sqz < 1 or c.n_fft < 4 or c.hop < 1:
             raise FlowsepError("n_sqz, n_fft and hop must be positive (n_fft >= 4)")
+        if c.noise_levels < 0 or (c.noise_levels and not 0 < c.noise_min <= c.noise_max):
+            raise FlowsepError(f"noise conditioning needs noise_levels >= 0 and 0 < noise_min <= noise_max, got "
+                               f"{c.noise_levels}, {c.noise_min} and {c.noise_max}")
         self.flow = Glow(c.channels, c.n_blocks, c.hidden, c.kernel, c.dilation_rate, c.n_layers,
-                         c.dropout, c.n_split, c.n_sqz)
+                         c.dropout, c.n_split, c.n_sqz, cond_channels=1 if c.noise_levels else 0)
 
     # ---- shapes -------------------------------------------------------------------------------
     @property
@@ -157,6 +171,34 @@ class FlowPrior(nn.Module):
     @property
     def sample_rate(self) -> int:
         return self.config.sample_rate
+
+    @property
+    def noise_conditioned(self) -> bool:
+        return self.config.noise_levels > 0
+
+    @property
+    def noise_sigmas(self) -> torch.Tensor:
+        """The noise levels of a noise-conditioned prior, largest first: (noise_levels,); empty for a plain one."""
+        c = self.config
+        if not c.noise_levels:
+            return torch.zeros(0)
+        return torch.logspace(math.log10(c.noise_max), math.log10(c.noise_min), c.noise_levels, dtype=torch.float64
+                              ).float()
+
+    def _condition(self, sigma, batch: int, device) -> torch.Tensor | None:
+        """The coupling networks' condition, log sigma as (batch, 1, 1); None for a plain prior.
+
+        sigma: a float or a (batch,) tensor; None means the smallest level (the near-clean density).
+        """
+        if not self.noise_conditioned:
+            if sigma is not None:
+                raise FlowsepError("this prior is not noise-conditioned, so it takes no noise level; train one "
+                                   "with --set noise_levels=N or leave sigma out")
+            return None
+        if sigma is None:
+            sigma = self.config.noise_min
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=device).expand(batch)
+        return torch.log(sigma)[:, None, None]
 
     def latent_shape(self, frames: int) -> tuple[int, int]:
         return self.channels * self.config.n_sqz, frames // self.config.n_sqz
@@ -200,25 +242,38 @@ class FlowPrior(nn.Module):
         return (torch.exp(x / c.scale) - c.log_eps).clamp_min(0)
 
     # ---- the flow -------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flow space -> (z, log|det dz/dx|) with z of shape (B, channels*n_sqz, T//n_sqz)."""
-        self._check(x, self.channels, "flow input")
-        return self.flow(x)
+    def forward(self, x: torch.Tensor, sigma=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flow space -> (z, log|det dz/dx|) with z of shape (B, channels*n_sqz, T//n_sqz).
 
-    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        sigma: the noise level of x (noise-conditioned priors only; default the smallest).
+        """
+        self._check(x, self.channels, "flow input")
+        return self.flow(x, self._condition(sigma, x.shape[0], x.device))
+
+    def inverse(self, z: torch.Tensor, sigma=None) -> torch.Tensor:
         """Exact inverse of :meth:`forward`: z -> flow-space x."""
         rows = self.channels * self.config.n_sqz
         if not isinstance(z, torch.Tensor) or z.dim() != 3 or z.shape[1] != rows:
             shape = tuple(z.shape) if hasattr(z, "shape") else type(z).__name__
             raise FlowsepError(f"latent must have shape (batch, {rows}, frames/{self.config.n_sqz}), got {shape}")
-        return self.flow.inverse(z)
+        return self.flow.inverse(z, self._condition(sigma, z.shape[0], z.device))
+
+    def flow_log_prob(self, x: torch.Tensor, sigma=None) -> torch.Tensor:
+        """log p_sigma(x) in nats of a flow-space input, (B, channels, T) -> (B,) (no transform Jacobian).
+
+        Unchecked (it runs at every step of a search); :meth:`forward` checks its input.
+        """
+        z, ld = self.flow(x, self._condition(sigma, x.shape[0], x.device))
+        return standard_normal_logpdf(z) + ld.float()
 
     def log_prob(self, mag: torch.Tensor) -> torch.Tensor:
-        """log p(mag) in nats, (B, bins, T) -> (B,), including the transform's Jacobian."""
+        """log p(mag) in nats, (B, bins, T) -> (B,), including the transform's Jacobian.
+
+        A noise-conditioned prior gives its density at the smallest noise level.
+        """
         self._check(mag, self.bins, "magnitude spectrogram")
         x, ld_t = self.encode(mag)
-        z, ld = self.flow(x)
-        return standard_normal_logpdf(z) + ld.float() + ld_t.float()
+        return self.flow_log_prob(x) + ld_t.float()
 
     def bits_per_dim(self, mag: torch.Tensor) -> torch.Tensor:
         """Negative log-likelihood in bits per magnitude value: (B, bins, T) -> (B,)."""
@@ -232,7 +287,7 @@ class FlowPrior(nn.Module):
             raise FlowsepError(f"frames must be a positive multiple of {self.frame_multiple}, got {frames}")
         p = next(self.parameters())
         z = torch.randn(n, *self.latent_shape(frames), generator=generator, device=p.device, dtype=p.dtype)
-        return self.decode(self.flow.inverse(z * temperature))
+        return self.decode(self.inverse(z * temperature))
 
     # ---- files ----------------------------------------------------------------------------------
     def checkpoint(self) -> dict:

@@ -14,8 +14,9 @@ with Adam on the z's, starting from z = 0, the mode of every prior's base densit
 ``"instglow"`` (the default) has the settings of the published 4-stem results: z space, zero init,
 prior_weight 0 (the prior acts only through the reparametrisation and the start point), lr 0.01, 150
 iterations. The other :data:`METHODS` go beyond the paper (a shorter search; a search with the latent
-prior term switched on and a larger step; a mixture-consistent search over ratio masks);
-benchmarks/results/separation_methods_cpu.md compares them. The magnitude estimates get the mixture's
+prior term switched on and a larger step; a mixture-consistent search over ratio masks; a noise-annealed
+search through noise-conditioned priors, as in BASIS); benchmarks/results/separation_methods_cpu.md
+compares them. The magnitude estimates get the mixture's
 phase; a post-filter (ratio mask or multichannel Wiener filter, :mod:`openunmix.filtering`) makes them
 add up to the mixture at the input's own sample rate.
 
@@ -78,8 +79,9 @@ class Method:
 
     search: "latents" (Adam on one latent per source, decoded through the priors; the published search)
     or "masks" (Adam on ratio-mask logits, so the sources always add up to the mixture, scored by the
-    priors' likelihood of them: MAP with a Dirac likelihood); warm_iterations: latent-search steps (at
-    warm_lr) that give the masks their start. stereo: see :class:`Separator`. bf16: the priors'
+    priors' likelihood of them: MAP with a Dirac likelihood; warm_iterations: latent-search steps (at
+    warm_lr) that give the masks their start) or "annealed" (Adam on the sources' flow inputs through
+    noise-conditioned priors, from their largest noise level to their smallest; lr is the step at noise 1). stereo: see :class:`Separator`. bf16: the priors'
     networks run in bfloat16 on devices that compute it fast (CPUs with bf16 units, most CUDA GPUs;
     elsewhere float32); the invertible layers and the loss stay in float32.
     """
@@ -106,6 +108,9 @@ METHODS = {
                                   "the masks then maximise the priors' likelihood of the stems; mid only")),
     "fast": Method("fast", "latents", 25, 0.04, summary=(
         "the published search with a 4x larger step and 25 steps instead of 150")),
+    "annealed": Method("annealed", "annealed", 200, 3.0, summary=(
+        "BASIS: MAP through noise-conditioned priors, annealed from large noise to small; needs priors "
+        "trained with --set noise_levels=N")),
     "map": Method("map", "latents", 100, 0.03, prior_weight=0.02, summary=(
         "the published search with its prior term switched on (MAP in latent space, weight 0.02), "
         "a 3x larger step and 100 steps")),
@@ -384,6 +389,16 @@ class Separator:
                     f"priors {names[0]!r} ({first.sample_rate} Hz, n_fft {first.n_fft}, hop {first.hop}) and "
                     f"{name!r} ({c.sample_rate} Hz, n_fft {c.n_fft}, hop {c.hop}) use different STFT settings; "
                     "use priors trained at the same profile")
+        if m.search == "annealed":
+            plain = [n for n, p in priors.items() if not p.noise_conditioned]
+            if plain:
+                raise FlowsepError(f"method {method!r} needs noise-conditioned priors, and {', '.join(plain)} "
+                                   f"{'is a plain prior' if len(plain) == 1 else 'are plain priors'}; train them "
+                                   "with `flowsep train --set noise_levels=10`, or choose another method")
+            levels = {tuple(p.noise_sigmas.tolist()) for p in priors.values()}
+            if len(levels) > 1:
+                raise FlowsepError(f"method {method!r} needs priors with the same noise levels; train them with "
+                                   "the same noise_levels, noise_max and noise_min")
         if not (isinstance(iterations, (int, np.integer)) and iterations >= 0):
             raise FlowsepError(f"iterations must be a non-negative integer, got {iterations!r}")
         if not isinstance(lr, (int, float)) or not lr > 0:
@@ -629,6 +644,57 @@ class Separator:
         on_step(self.iterations, nll, s)
         return list(s)
 
+    def _search_annealed(self, chunk, target, valid, on_step, bar):
+        """Noise-annealed MAP through noise-conditioned priors (BASIS): Adam on the sources' flow inputs.
+
+        Variables: y_j, the flow-space magnitude bins of every source (B, bins, T), starting from an equal
+        share of the mixture. For each noise level sigma of the priors, largest first, ``iterations / levels``
+        Adam steps (a fresh Adam at lr * sigma, so that steps shrink with the noise) on
+
+            sum_j -log p_sigma,j(y_j) + |f(|X|) - f(sum_j s_j)|^2 / (2 sigma^2),   s_j = decode(y_j)
+
+        where f maps magnitudes to flow units (log(. + eps) * scale for log priors): the mixture may miss by
+        about the noise the priors are at, and must fit closer as the noise shrinks. Returns the estimates
+        s_j after the last step.
+        """
+        first = self.priors[self.names[0]]
+        c = first.config
+        sigmas = first.noise_sigmas.tolist()
+        dims = target.shape[1] * target.shape[2]
+        w = valid[:, None, :] if valid is not None else 1.0
+
+        def flow_units(mag):
+            return c.scale * (torch.log(mag + c.log_eps) if c.transform == "log" else mag)
+
+        mix = flow_units(target)
+        ys = [flow_units(target / len(self.names)).requires_grad_(True) for _ in self.names]
+
+        def objective(sigma):
+            xs = [torch.nn.functional.pad(y, (0, 0, 0, first.channels - first.bins)) for y in ys]
+            mags = [self.priors[n].decode(x) for n, x in zip(self.names, xs)]
+            misfit = ((flow_units(torch.stack(mags).sum(0)) - mix) ** 2 * w).sum(dim=(1, 2)) / (2 * sigma ** 2)
+            with bf16_autocast(self.device, self.bf16):
+                nll = sum(-self.priors[n].flow_log_prob(x, sigma) for n, x in zip(self.names, xs))
+            return nll + misfit, mags
+
+        # the iterations, shared out over the levels (the first levels get one more when they do not divide)
+        steps = [self.iterations // len(sigmas) + (k < self.iterations % len(sigmas)) for k in range(len(sigmas))]
+        schedule = [sigma for sigma, n in zip(sigmas, steps) for _ in range(n)]
+        opt, level = None, None
+        for it in bar(range(self.iterations)):
+            sigma = schedule[it]
+            if sigma != level:
+                opt, level = torch.optim.Adam(ys, lr=self.lr * sigma), sigma
+            loss, mags = objective(sigma)
+            on_step(it, loss.detach() / dims, mags)
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            opt.step()
+        with torch.no_grad():
+            loss, mags = objective(sigmas[-1])
+        on_step(self.iterations, loss / dims, mags)
+        return [m.detach() for m in mags]
+
     def estimate(self, mixture, sample_rate) -> SeparationResult:
         """Optimise the latents for one mixture; returns the magnitude estimates (see SeparationResult)."""
         t0 = time.perf_counter()
@@ -678,6 +744,8 @@ class Separator:
             bar = (lambda r, desc=desc: progress_bar(r, show=self.progress, desc=desc, unit="it", leave=False))
             if self.method.search == "masks":
                 mags = self._search_masks(chunk, length, target, valid, on_step, bar)
+            elif self.method.search == "annealed":
+                mags = self._search_annealed(chunk, target, valid, on_step, bar)
             else:
                 mags = self._search(self._initial_latents(chunk, length), target, valid, on_step, bar)
             for n, m in zip(self.names, mags):

@@ -32,7 +32,10 @@ class NLL(nn.Module):
     """Negative log-likelihood per magnitude value (nats) of a batch of waveforms: (B, samples) -> scalar.
 
     The same number as ``-prior.log_prob(mag).mean() / (bins * frames)``
-    (:meth:`flowsep.prior.FlowPrior.log_prob`), computed from the waveforms.
+    (:meth:`flowsep.prior.FlowPrior.log_prob`), computed from the waveforms. For a noise-conditioned prior,
+    each item gets a noise level sigma drawn from the prior's levels, its flow input (the magnitude bins,
+    not the padding) gets Gaussian noise of that sigma, and the loss is -log p_sigma of the noisy input,
+    in flow space (no transform Jacobian: the noisy input is not a transform of magnitudes).
     """
 
     def __init__(self, prior: FlowPrior):
@@ -42,7 +45,15 @@ class NLL(nn.Module):
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         c = self.prior.config
         mag = stft(wave, c.n_fft, c.hop).abs()
-        return -self.prior.log_prob(mag).mean() / (mag.shape[1] * mag.shape[2])
+        dims = mag.shape[1] * mag.shape[2]
+        if not self.prior.noise_conditioned:
+            return -self.prior.log_prob(mag).mean() / dims
+        x = self.prior.encode(mag)[0]
+        sigmas = self.prior.noise_sigmas.to(x.device)
+        sigma = sigmas[torch.randint(len(sigmas), (x.shape[0],), device=x.device)]
+        noise = torch.randn_like(mag) * sigma[:, None, None]
+        x = x + torch.nn.functional.pad(noise, (0, 0, 0, x.shape[1] - mag.shape[1]))
+        return -self.prior.flow_log_prob(x, sigma).mean() / dims
 
 
 def train_prior(config: PriorConfig, data, source: str | None = None, out=None, steps: int | None = None,
