@@ -128,3 +128,22 @@ def test_corrupt_and_incompatible_checkpoints(tmp_path):
         FlowPrior.load(tmp_path / "odd.pt")
     with pytest.raises(FlowsepError, match="not found"):
         FlowPrior.load(tmp_path / "missing.pt")
+
+
+def test_noise_conditioned_prior_levels_checkpoint_and_errors(tmp_path):
+    cfg = PriorConfig.preset("smoke", noise_levels=5, noise_max=2.0, noise_min=0.02)
+    p = FlowPrior(cfg).eval()
+    assert p.noise_conditioned and not _prior().noise_conditioned
+    s = p.noise_sigmas
+    assert s.shape == (5,) and abs(s[0] - 2.0) < 1e-6 and abs(s[-1] - 0.02) < 1e-7
+    assert torch.allclose(s[:-1] / s[1:], (s[0] / s[1]).expand(4))  # geometric, largest first
+    mag = torch.rand(2, p.bins, 16)
+    x, ld_t = p.encode(mag)
+    assert torch.allclose(p.log_prob(mag), p.flow_log_prob(x, 0.02) + ld_t)  # the density at the smallest level
+    p.save(tmp_path / "n.pt")
+    q = FlowPrior.load(tmp_path / "n.pt")
+    assert q.config == cfg and torch.equal(q.flow_log_prob(x, 0.5), p.flow_log_prob(x, 0.5))
+    with pytest.raises(FlowsepError, match="not noise-conditioned"):
+        _prior()(x, 0.5)
+    with pytest.raises(FlowsepError, match="noise_min"):
+        FlowPrior(PriorConfig.preset("smoke", noise_levels=3, noise_min=0.0))

@@ -20,6 +20,7 @@ from flowsep.separate import DEFAULT_METHOD, METHODS, Separator, generalized_kl
 from flowsep.separate_files import add_separation_options, separation_options
 from flowsep.spectral import overlap_add, plan_segments
 from flowsep.spectral import stft
+from flowsep.train import NLL
 
 RATE = 8000  # the smoke profile's rate
 
@@ -53,11 +54,15 @@ def burst_source(seconds, rng, rate=RATE):
     return out.astype(np.float32)
 
 
-def fit_prior(make, seed, steps=100, batch=8, frames=32):
-    """Maximum likelihood on random crops of 40 s of one synthetic source (smoke profile)."""
+def fit_prior(make, seed, steps=100, batch=8, frames=32, **overrides):
+    """Maximum likelihood on random crops of 40 s of one synthetic source (smoke profile).
+
+    With ``noise_levels=N`` among the overrides: a noise-conditioned prior, trained by flowsep's own loss.
+    """
     torch.manual_seed(seed)
-    cfg = flowsep.PriorConfig.preset("smoke")
+    cfg = flowsep.PriorConfig.preset("smoke", **overrides)
     prior = flowsep.FlowPrior(cfg)
+    nll = NLL(prior)
     rng = np.random.default_rng(seed)
     sig = torch.from_numpy(make(40.0, rng))
     seg = (frames - 1) * cfg.hop
@@ -65,8 +70,12 @@ def fit_prior(make, seed, steps=100, batch=8, frames=32):
     prior.train()
     for _ in range(steps):
         starts = rng.integers(0, len(sig) - seg, batch)
-        mag = stft(torch.stack([sig[a:a + seg] for a in starts]), cfg.n_fft, cfg.hop).abs()[..., :frames]
-        loss = -prior.log_prob(mag).mean() / (mag.shape[1] * mag.shape[2])
+        waves = torch.stack([sig[a:a + seg] for a in starts])
+        if prior.noise_conditioned:
+            loss = nll(waves)
+        else:
+            mag = stft(waves, cfg.n_fft, cfg.hop).abs()[..., :frames]
+            loss = -prior.log_prob(mag).mean() / (mag.shape[1] * mag.shape[2])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -77,6 +86,13 @@ def fit_prior(make, seed, steps=100, batch=8, frames=32):
 @pytest.fixture(scope="module")
 def priors():
     return {"tone": fit_prior(tone_source, 1), "burst": fit_prior(burst_source, 2)}
+
+
+@pytest.fixture(scope="module")
+def noisy_priors():
+    """Noise-conditioned versions of the two priors (for the annealed search)."""
+    return {"tone": fit_prior(tone_source, 1, steps=200, noise_levels=10),
+            "burst": fit_prior(burst_source, 2, steps=200, noise_levels=10)}
 
 
 @pytest.fixture(scope="module")
@@ -246,8 +262,8 @@ def test_priors_are_left_untouched(priors, stems):
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_every_method_adds_up_and_beats_the_mixture(priors, stereo_stems, stereo_mix, method):
-    sep = Separator(priors, method=method, progress=False)
+def test_every_method_adds_up_and_beats_the_mixture(priors, noisy_priors, stereo_stems, stereo_mix, method):
+    sep = Separator(noisy_priors if METHODS[method].search == "annealed" else priors, method=method, progress=False)
     result = sep.estimate(stereo_mix, RATE)
     est = result.render(sep.post)
     assert np.abs(sum(est.values()) - stereo_mix).max() < 1e-4 * np.abs(stereo_mix).max()
@@ -269,6 +285,23 @@ def test_method_settings_and_overrides(priors):
         sep = Separator(priors, progress=False, **separation_options(parser.parse_args(argv)))
         assert sep.method.name == "map" and sep.lr == METHODS["map"].lr and sep.bf16 is bf16
         assert sep.prior_weight == METHODS["map"].prior_weight > 0
+
+
+def test_annealed_needs_noise_conditioned_priors_which_every_method_can_use(priors, noisy_priors, stereo_stems,
+                                                                             stereo_mix, ckpts, mix_wav, tmp_path,
+                                                                             capsys):
+    msg = _one_line_error(lambda: Separator(priors, method="annealed"))
+    assert "noise-conditioned" in msg and "noise_levels" in msg
+    mixed = {"tone": noisy_priors["tone"], "burst": priors["burst"]}
+    assert "burst is a plain prior" in _one_line_error(lambda: Separator(mixed, method="annealed"))
+    msg = _cli_fails(["separate", str(mix_wav), "--prior", f"tone={ckpts / 'tone.pt'}", "--prior",
+                      f"burst={ckpts / 'burst.pt'}", "--out", str(tmp_path / "o"), "--method", "annealed", "--quiet"],
+                     capsys)
+    assert "noise-conditioned" in msg and not (tmp_path / "o").exists()
+    # a noise-conditioned prior serves the latent search too (at its smallest noise level)
+    est = Separator(noisy_priors, method="fast", progress=False)(stereo_mix, RATE)
+    for name, ref in stereo_stems.items():
+        assert sdr(ref[0], est[name][0]) > sdr(ref[0], stereo_mix[0]) + 1.0, name
 
 
 def test_published_algorithm_gives_its_saved_output():
