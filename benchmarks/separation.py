@@ -19,8 +19,11 @@ separation with the chosen number of iterations, measured and extrapolated to 15
 
 Methods (``--methods``, needs --data and --prior): every separation method on the same priors and the same
 songs (standard protocol, Wiener post-filter): the mean SDR per target at the method's own settings, the
-SDR after each of ``--curve`` iterations (one run to the largest, estimates kept at each point), and the
-real-time factor of a run at the method's own settings.
+SDR after each of ``--curve`` iterations (one run to the largest, estimates kept at each point; for the
+annealed search, whose noise schedule is spread over its iterations, one run per point), and the
+real-time factor of a run at the method's own settings. A method that needs other priors (annealed:
+noise-conditioned ones, trained for the same time on the same stems) gets them with ``--method-priors
+METHOD=BUNDLE``.
 
 Results are printed and saved to <out>.json and <out>.md (default benchmarks/results/separation).
 """
@@ -112,6 +115,12 @@ def methods(args) -> dict:
     from flowsep.separate_files import load_priors
 
     priors = load_priors(args.prior, args.bundle)
+    own_priors = {}
+    for spec in args.method_priors:
+        m, sep_, path = spec.partition("=")
+        if not sep_ or m not in METHODS:
+            raise SystemExit(f"--method-priors {spec!r}: expected METHOD=BUNDLE with METHOD one of {', '.join(METHODS)}")
+        own_priors[m] = load_priors([], path)
     curve = sorted(set(args.curve))
     stores: dict[tuple, list] = {}
     seconds = {m: 0.0 for m in args.methods}
@@ -122,8 +131,9 @@ def methods(args) -> dict:
         audio += track.mixture.shape[1] / track.rate
         for m in args.methods:
             own = METHODS[m].iterations
+            m_priors = own_priors.get(m, priors)
             # the method at its own settings: timed, scored
-            sep = Separator(priors, method=m, device=args.device, progress=False)
+            sep = Separator(m_priors, method=m, device=args.device, progress=False)
             t0 = time.perf_counter()
             est = sep(track.mixture, track.rate)
             seconds[m] += time.perf_counter() - t0
@@ -131,8 +141,15 @@ def methods(args) -> dict:
                 score_track(track.references, {k: est[k] for k in targets}, track.rate, track_name=track.name))
             # the curve: one run to the last point, the estimates kept at every point
             points = [i for i in curve if i != own]
-            if points:
-                sep = Separator(priors, method=m, iterations=max(points), snapshots=points, device=args.device,
+            if METHODS[m].search == "annealed":  # its schedule depends on the iterations: one run per point
+                for i in points:
+                    est = Separator(m_priors, method=m, iterations=i, device=args.device, progress=False)(
+                        track.mixture, track.rate)
+                    stores.setdefault((m, i), []).append(
+                        score_track(track.references, {k: est[k] for k in targets}, track.rate,
+                                    track_name=track.name))
+            elif points:
+                sep = Separator(m_priors, method=m, iterations=max(points), snapshots=points, device=args.device,
                                 progress=False)
                 result = sep.estimate(track.mixture, track.rate)
                 for i in points:
@@ -153,6 +170,7 @@ def methods(args) -> dict:
     return {"data": str(args.data), "subset": args.subset, "tracks": len(stores[(args.methods[0],
             METHODS[args.methods[0]].iterations)]), "excerpt": [args.offset, args.excerpt] if args.excerpt else None,
             "priors": args.prior or args.bundle, "prior_profile": next(iter(priors.values())).config.profile,
+            "method_priors": {m: getattr(p, "name", None) for m, p in own_priors.items()},
             "rows": rows, "rtf": {m: seconds[m] / audio for m in args.methods},
             "songs": {m: {k: (None if v != v else float(v)) for k, v in r.items()} for m, r in songs.iterrows()},
             "per_track": {m: {t: {k: float(v) for k, v in r.items()} for t, r in pt.iterrows()}
@@ -240,8 +258,11 @@ def markdown(result: dict) -> str:
         lines += [f"# Separation methods: SDR (dB, museval v4, standard protocol, median over frames and tracks), "
                   f"{mt['tracks']} track(s) of {mt['data']} ({mt['subset']}" +
                   (f", {mt['excerpt'][1]:g} s from {mt['excerpt'][0]:g} s" if mt.get("excerpt") else "") +
-                  f"), priors at profile {mt['prior_profile']}, Wiener post-filter", "",
-                  "| method | iterations | " + " | ".join(targets) + " | mean | vs instglow | song mean [95% CI] | "
+                  f"), priors at profile {mt['prior_profile']}, Wiener post-filter", ""]
+        if mt.get("method_priors"):
+            lines += ["Priors: " + "; ".join(f"{m}: bundle {b}" for m, b in mt["method_priors"].items()) +
+                      f"; every other method: {mt['priors']}", ""]
+        lines += ["| method | iterations | " + " | ".join(targets) + " | mean | vs instglow | song mean [95% CI] | "
                   "vs instglow over songs [95% CI] | wins/losses | RTF | RTF vs instglow |",
                   "|---" * (len(targets) + 9) + "|"]
         for r in own:
@@ -303,6 +324,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("-p", "--priors", dest="bundle", default=None, help="a prior bundle folder (instead of --prior)")
     ap.add_argument("--methods", nargs="+", default=None, help="compare these separation methods (and nothing else)")
+    ap.add_argument("--method-priors", action="append", default=[], metavar="METHOD=BUNDLE",
+                    help="priors for one method instead of -p (annealed needs noise-conditioned ones)")
     ap.add_argument("--curve", type=int, nargs="+", default=[10, 25, 50, 100, 150],
                     help="methods: iterations at which the SDR is measured")
     ap.add_argument("--speed-only", action="store_true")

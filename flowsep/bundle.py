@@ -38,7 +38,7 @@ from .data.musdb import is_musdb_root, open_db, resolve_root
 from .errors import FlowsepError
 from .io import atomic_path, check_writable_dir
 from .prior import FlowPrior, PriorConfig
-from .train import train_prior
+from .train import parse_overrides, train_prior
 from .trainer import ensure_trained, resolve_budget
 
 MANIFEST = "bundle.json"
@@ -288,6 +288,9 @@ def register_cli(subparsers) -> None:
     b.add_argument("--resume", action="store_true",
                    help="keep the finished priors in OUT and continue the unfinished one")
     b.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting of the profile for every prior, e.g. --set noise_levels=10 "
+                        "(noise-conditioned priors, for --method annealed)")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=_cli_build)
     i = sub.add_parser("info", help="print a bundle's manifest and check its checkpoints' sha256",
@@ -300,9 +303,9 @@ def register_cli(subparsers) -> None:
 def _cli_build(args) -> int:
     sources = [s.strip() for s in args.sources.split(",") if s.strip()] if args.sources is not None else None
 
-    bundle = build_bundle(resolve_root(args.data), args.profile, args.out, sources=sources, steps=args.steps, seconds=args.seconds,
-                          resume=args.resume, device=args.device, progress=not args.quiet,
-                          log=(lambda *a: None) if args.quiet else print)
+    bundle = build_bundle(resolve_root(args.data), args.profile, args.out, sources=sources, steps=args.steps,
+                          seconds=args.seconds, resume=args.resume, device=args.device, progress=not args.quiet,
+                          log=(lambda *a: None) if args.quiet else print, **parse_overrides(args.set))
     print(f"wrote bundle {bundle.name} ({', '.join(bundle)}) to {args.out}")
     return 0
 
