@@ -177,7 +177,8 @@ class SeparationResult:
     block, in bounded memory, for songs of any length.
 
     ``trace``: the method's objective (the I-divergence, plus the prior term, for a latent search; the
-    priors' negative log-likelihood per dimension for a mask search), mean over parts, after 0, 1, ...,
+    priors' negative log-likelihood per dimension for a mask search; that at the current noise level plus
+    the mixture misfit, per dimension, for the annealed search), mean over parts, after 0, 1, ...,
     iterations Adam steps; ``snapshots``:
     {iteration: {name: (items, bins, frames)}}; ``timings``: seconds (prepare, optimize, post);
     ``chunks``: how many chunks the parts went through the priors in.
