@@ -309,7 +309,8 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
             log(f"[{title}] priors of bundle {bundle.name}")
             spent = sum(float(e.get("seconds", math.nan)) for e in bundle.manifest["sources"].values())
             n_steps = sum(float(e.get("steps", math.nan)) for e in bundle.manifest["sources"].values())
-            system = Separator(dict(bundle), iterations=iterations, device=device, progress=False)
+            system = Separator(dict(bundle), method="instglow", iterations=iterations, device=device,
+                               progress=False)
         elif key == "instglow":
             trained = {}
             for source in TARGETS:
@@ -326,7 +327,7 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
             spent = sum(float(h.get("seconds", math.nan)) for h in histories)
             n_steps = sum(_last_step(h) for h in histories)
             allowed = train_seconds if train_seconds is not None else math.nan
-            system = Separator(trained, iterations=iterations, device=device, progress=False)
+            system = Separator(trained, method="instglow", iterations=iterations, device=device, progress=False)
         elif kind == "supervised":
             log(f"[{title}] training")
             system = ensure_supervised(key, root, profile, models_dir / "models" / model_file(key, train_seconds),

@@ -14,9 +14,9 @@ with Adam on the z's, starting from z = 0, the mode of every prior's base densit
 ``"instglow"`` (the default) has the settings of the published 4-stem results: z space, zero init,
 prior_weight 0 (the prior acts only through the reparametrisation and the start point), lr 0.01, 150
 iterations. The other :data:`METHODS` go beyond the paper (a shorter search; a search with the latent
-prior term switched on and a larger step; a mixture-consistent search over ratio masks; a noise-annealed
-search through noise-conditioned priors, as in BASIS); benchmarks/results/separation_methods_cpu.md
-compares them. The magnitude estimates get the mixture's
+prior term switched on and a larger step, and that search cut short in bfloat16; a mixture-consistent
+search over ratio masks; a noise-annealed search through noise-conditioned priors, as in BASIS);
+benchmarks/results/separation_methods_*cpu.md compares them. The magnitude estimates get the mixture's
 phase; a post-filter (ratio mask or multichannel Wiener filter, :mod:`openunmix.filtering`) makes them
 add up to the mixture at the input's own sample rate.
 
@@ -114,6 +114,9 @@ METHODS = {
     "map": Method("map", "latents", 100, 0.03, prior_weight=0.02, summary=(
         "the published search with its prior term switched on (MAP in latent space, weight 0.02), "
         "a 3x larger step and 100 steps")),
+    "quick": Method("quick", "latents", 35, 0.03, prior_weight=0.02, bf16=True, summary=(
+        "the map search stopped after 35 steps, its priors' networks in bfloat16 where the device computes it "
+        "fast")),
 }
 DEFAULT_METHOD = "instglow"
 

@@ -16,6 +16,7 @@ file are complete. A batch goes on past a file that fails; existing outputs are 
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import inspect
 import math
@@ -350,9 +351,10 @@ def add_separation_options(p) -> None:
                    help="separate mid and side, mid only (the side shared in mid's ratios) or each channel "
                         "(default: the method's)")
     p.add_argument("--prior-weight", type=float, default=None, help="weight of the prior term (default: the method's)")
-    p.add_argument("--bf16", action="store_true", default=None,
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="run the priors' networks in bfloat16 where the device computes it fast (CPUs with "
-                        "bf16 units, most CUDA GPUs); elsewhere a no-op (default: the method's)")
+                        "bf16 units, most CUDA GPUs); elsewhere a no-op; --no-bf16: float32 everywhere "
+                        "(default: the method's)")
     p.add_argument("--segment-seconds", type=float, default=60.0,
                    help="longest stretch optimised as one segment (default 60)")
     p.add_argument("--max-memory", default=None, metavar="SIZE",

@@ -213,9 +213,9 @@ def separation_panel(priors: Mapping, mixture, rate: int, references: Mapping | 
 
     priors: {name: FlowPrior}; mixture: (channels, samples) at ``rate``; references: the true stems
     {name: (channels, samples)}, to score the estimates with museval (standard protocol). Pressing
-    *Separate* runs :class:`flowsep.separate.Separator` with the settings of the controls and shows
-    the loss curve, the SDR table (when references are given) and a player per estimate. It needs a
-    live kernel: a static page shows no controls. Returns the panel (an ``ipywidgets.VBox``).
+    *Separate* runs :class:`flowsep.separate.Separator` (the published search, ``method="instglow"``) with
+    the settings of the controls and shows the loss curve, the SDR table (when references are given) and a
+    player per estimate. It needs a live kernel: a static page shows no controls. Returns the panel (an ``ipywidgets.VBox``).
     """
     style = {"description_width": "initial"}
     controls = {
@@ -243,7 +243,7 @@ def separation_panel(priors: Mapping, mixture, rate: int, references: Mapping | 
         out.clear_output()
         with out:
             try:
-                sep = Separator(dict(priors), device=device, progress=True, **settings)
+                sep = Separator(dict(priors), method="instglow", device=device, progress=True, **settings)
                 result = sep.estimate(mixture, rate)
                 stems = result.render(sep.post, sep.wiener_iterations)
                 fig, ax = plt.subplots(figsize=(6, 2.5))

@@ -285,6 +285,9 @@ def test_method_settings_and_overrides(priors):
         sep = Separator(priors, progress=False, **separation_options(parser.parse_args(argv)))
         assert sep.method.name == "map" and sep.lr == METHODS["map"].lr and sep.bf16 is bf16
         assert sep.prior_weight == METHODS["map"].prior_weight > 0
+    # a method that runs in bf16 by default can be run in float32
+    for argv, bf16 in ((["--method", "quick"], True), (["--method", "quick", "--no-bf16"], False)):
+        assert Separator(priors, progress=False, **separation_options(parser.parse_args(argv))).bf16 is bf16
 
 
 def test_annealed_needs_noise_conditioned_priors_which_every_method_can_use(priors, noisy_priors, stereo_stems,
