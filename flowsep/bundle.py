@@ -180,7 +180,12 @@ def train_into_bundle(bundle, source: str, cfg: PriorConfig, data, steps: int | 
         recorded.update(ckpt["train"].get("budget", budget))  # the budget it was trained with
         return prior
 
-    prior = ensure_trained(ckpt_path, lambda ckpt: ckpt.get("prior", {}).get("config"), asdict(cfg), budget,
+    def config_of(ckpt: dict):
+        # completed with the defaults of settings added since it was saved, as FlowPrior.load does
+        stored = ckpt.get("prior", {}).get("config")
+        return asdict(PriorConfig.from_dict(stored, str(ckpt_path))) if isinstance(stored, dict) else None
+
+    prior = ensure_trained(ckpt_path, config_of, asdict(cfg), budget,
                            train=train, load=load, what="prior checkpoint",
                            other_config="retrain" if retrain_other_config else "error")
     _record(bundle, source, ckpt_path, prior, cfg, data, recorded)

@@ -9,6 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 import flowsep
 from flowsep.cli import main
@@ -153,6 +154,19 @@ def test_bundle_rebuild_needs_resume_and_keeps_finished_priors(bundle, synth_roo
     assert {n: e["sha256"] for n, e in flowsep.bundle.read_manifest(bundle)["sources"].items()} == sums
     assert main(argv[:5] + ["cpu"] + argv[6:] + ["--resume"]) == 2
     assert "profile smoke, not cpu" in _stderr_lines(capsys)[-1]
+
+
+def test_a_prior_saved_before_the_noise_settings_existed_is_reused(bundle, synth_root, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(bundle, old)
+    ckpt = torch.load(old / "vocals.pt", weights_only=False)
+    for key in ("noise_levels", "noise_max", "noise_min"):   # as a checkpoint of an older flowsep holds it
+        del ckpt["prior"]["config"][key]
+    torch.save(ckpt, old / "vocals.pt")
+    before = (old / "vocals.pt").stat().st_mtime_ns
+    assert main(["priors", "build", "--data", str(synth_root), "--profile", "smoke", "--out", str(old),
+                 "--sources", "vocals", "--steps", "3", "--quiet", "--resume"]) == 0
+    assert (old / "vocals.pt").stat().st_mtime_ns == before  # the same settings: reused, not trained again
 
 
 def test_tampered_bundle_is_caught(bundle, songs, tmp_path, capsys):
