@@ -119,7 +119,8 @@ def methods(args) -> dict:
     for spec in args.method_priors:
         m, sep_, path = spec.partition("=")
         if not sep_ or m not in METHODS:
-            raise SystemExit(f"--method-priors {spec!r}: expected METHOD=BUNDLE with METHOD one of {', '.join(METHODS)}")
+            raise SystemExit(f"--method-priors {spec!r}: expected METHOD=BUNDLE with METHOD one of "
+                             f"{', '.join(METHODS)}")
         own_priors[m] = load_priors([], path)
     curve = sorted(set(args.curve))
     stores: dict[tuple, list] = {}

@@ -81,7 +81,8 @@ class Method:
     or "masks" (Adam on ratio-mask logits, so the sources always add up to the mixture, scored by the
     priors' likelihood of them: MAP with a Dirac likelihood; warm_iterations: latent-search steps (at
     warm_lr) that give the masks their start) or "annealed" (Adam on the sources' flow inputs through
-    noise-conditioned priors, from their largest noise level to their smallest; lr is the step at noise 1). stereo: see :class:`Separator`. bf16: the priors'
+    noise-conditioned priors, from their largest noise level to their smallest; lr is the step at noise 1;
+    prior_weight, prior_space and init do not apply). stereo: see :class:`Separator`. bf16: the priors'
     networks run in bfloat16 on devices that compute it fast (CPUs with bf16 units, most CUDA GPUs;
     elsewhere float32); the invertible layers and the loss stay in float32.
     """
@@ -328,6 +329,19 @@ class SeparationResult:
         return self._peaks[key]
 
 
+def noise_schedule(sigmas: list[float], iterations: int) -> list[float]:
+    """The noise level of each of ``iterations`` annealed steps, for levels ``sigmas`` (largest first).
+
+    The iterations are shared out over the levels, in order (the first levels get one more when they do
+    not divide); with fewer iterations than levels, one step at each of evenly spaced levels, so that the
+    last step is always at the smallest level.
+    """
+    if iterations < len(sigmas):
+        return [sigmas[k] for k in np.linspace(len(sigmas) - 1, 0, iterations)[::-1].round().astype(int)]
+    steps = [iterations // len(sigmas) + (k < iterations % len(sigmas)) for k in range(len(sigmas))]
+    return [sigma for sigma, n in zip(sigmas, steps) for _ in range(n)]
+
+
 # ---- the separator ----------------------------------------------------------------------------------
 class Separator:
     """Separate mixtures with frozen flow priors: ``stems = Separator(priors)(mixture, rate)``.
@@ -481,7 +495,9 @@ class Separator:
 
         What autograd saves for a forward pass, measured on two short parts and extended to ``length``
         frames along the line through them (the weights are saved once, the activations per frame),
-        times the workspace factor (transients, gradients and Adam's state).
+        times the workspace factor (transients, gradients and Adam's state). Measured on the latent search
+        for every method: the annealed search's peak stayed as flat with the song's length
+        (benchmarks/results/separation_memory_annealed_cpu.md).
         """
         def saved(frames):
             zs = [torch.zeros(1, *self.priors[n].latent_shape(frames), device=self.device, requires_grad=True)
@@ -653,7 +669,8 @@ class Separator:
 
         Variables: y_j, the flow-space magnitude bins of every source (B, bins, T), starting from an equal
         share of the mixture. For each noise level sigma of the priors, largest first, ``iterations / levels``
-        Adam steps (a fresh Adam at lr * sigma, so that steps shrink with the noise) on
+        Adam steps (a fresh Adam at lr * sigma, so that steps shrink with the noise; with fewer iterations
+        than levels, one step at each of evenly spaced levels, ending at the smallest) on
 
             sum_j -log p_sigma,j(y_j) + |f(|X|) - f(sum_j s_j)|^2 / (2 sigma^2),   s_j = decode(y_j)
 
@@ -681,9 +698,7 @@ class Separator:
                 nll = sum(-self.priors[n].flow_log_prob(x, sigma) for n, x in zip(self.names, xs))
             return nll + misfit, mags
 
-        # the iterations, shared out over the levels (the first levels get one more when they do not divide)
-        steps = [self.iterations // len(sigmas) + (k < self.iterations % len(sigmas)) for k in range(len(sigmas))]
-        schedule = [sigma for sigma, n in zip(sigmas, steps) for _ in range(n)]
+        schedule = noise_schedule(sigmas, self.iterations)
         opt, level = None, None
         for it in bar(range(self.iterations)):
             sigma = schedule[it]

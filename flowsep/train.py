@@ -35,7 +35,8 @@ class NLL(nn.Module):
     (:meth:`flowsep.prior.FlowPrior.log_prob`), computed from the waveforms. For a noise-conditioned prior,
     each item gets a noise level sigma drawn from the prior's levels, its flow input (the magnitude bins,
     not the padding) gets Gaussian noise of that sigma, and the loss is -log p_sigma of the noisy input,
-    in flow space (no transform Jacobian: the noisy input is not a transform of magnitudes).
+    in flow space (no transform Jacobian: the noisy input is not a transform of magnitudes). In eval mode
+    the levels and the noise are drawn from a fixed seed, so the same batch always gets the same loss.
     """
 
     def __init__(self, prior: FlowPrior):
@@ -50,8 +51,10 @@ class NLL(nn.Module):
             return -self.prior.log_prob(mag).mean() / dims
         x = self.prior.encode(mag)[0]
         sigmas = self.prior.noise_sigmas.to(x.device)
-        sigma = sigmas[torch.randint(len(sigmas), (x.shape[0],), device=x.device)]
-        noise = torch.randn_like(mag) * sigma[:, None, None]
+        # in eval mode (validation) the same levels and noise every time, so that validation losses compare
+        gen = None if self.training else torch.Generator(x.device).manual_seed(0)
+        sigma = sigmas[torch.randint(len(sigmas), (x.shape[0],), device=x.device, generator=gen)]
+        noise = torch.randn(mag.shape, device=mag.device, dtype=mag.dtype, generator=gen) * sigma[:, None, None]
         x = x + torch.nn.functional.pad(noise, (0, 0, 0, x.shape[1] - mag.shape[1]))
         return -self.prior.flow_log_prob(x, sigma).mean() / dims
 

@@ -215,7 +215,8 @@ def separation_panel(priors: Mapping, mixture, rate: int, references: Mapping | 
     {name: (channels, samples)}, to score the estimates with museval (standard protocol). Pressing
     *Separate* runs :class:`flowsep.separate.Separator` (the published search, ``method="instglow"``) with
     the settings of the controls and shows the loss curve, the SDR table (when references are given) and a
-    player per estimate. It needs a live kernel: a static page shows no controls. Returns the panel (an ``ipywidgets.VBox``).
+    player per estimate. It needs a live kernel: a static page shows no controls. Returns the panel (an
+    ``ipywidgets.VBox``).
     """
     style = {"description_width": "initial"}
     controls = {

@@ -16,7 +16,7 @@ import torch
 import flowsep
 from flowsep.cli import main
 from flowsep.errors import FlowsepError
-from flowsep.separate import DEFAULT_METHOD, METHODS, Separator, generalized_kl
+from flowsep.separate import DEFAULT_METHOD, METHODS, Separator, generalized_kl, noise_schedule
 from flowsep.separate_files import add_separation_options, separation_options
 from flowsep.spectral import overlap_add, plan_segments
 from flowsep.spectral import stft
@@ -288,6 +288,17 @@ def test_method_settings_and_overrides(priors):
     # a method that runs in bf16 by default can be run in float32
     for argv, bf16 in ((["--method", "quick"], True), (["--method", "quick", "--no-bf16"], False)):
         assert Separator(priors, progress=False, **separation_options(parser.parse_args(argv))).bf16 is bf16
+
+
+@pytest.mark.parametrize("iterations", [1, 3, 9, 10, 23, 200])
+def test_noise_schedule_visits_the_levels_in_order_and_ends_at_the_smallest(iterations):
+    sigmas = [2.0 * 0.5 ** k for k in range(10)]
+    schedule = noise_schedule(sigmas, iterations)
+    assert len(schedule) == iterations and schedule[-1] == sigmas[-1]
+    assert all(a >= b for a, b in zip(schedule, schedule[1:]))
+    if iterations >= len(sigmas):  # every level, the steps shared out as evenly as they divide
+        counts = [schedule.count(s) for s in sigmas]
+        assert max(counts) - min(counts) <= 1 and min(counts) >= 1
 
 
 def test_annealed_needs_noise_conditioned_priors_which_every_method_can_use(priors, noisy_priors, stereo_stems,

@@ -9,7 +9,7 @@ import soundfile as sf
 import torch
 
 from flowsep import FlowPrior, FlowsepError, PriorConfig
-from flowsep.train import train_prior
+from flowsep.train import NLL, train_prior
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
@@ -283,3 +283,9 @@ def test_noise_conditioned_training_from_the_command_line(tone_dir, tmp_path):
     assert prior.noise_conditioned and prior.config.noise_levels == 6
     h = torch.load(out, weights_only=False)["train"]["history"]
     assert np.mean(h["train_nll"][-10:]) < np.mean(h["train_nll"][:10]) - 0.3
+    # validation draws its noise from a fixed seed: the same batch, the same loss; training draws afresh
+    nll = NLL(prior)
+    wave = 0.1 * torch.randn(2, 15 * prior.config.hop)  # 16 frames
+    with torch.no_grad():
+        assert float(nll.eval()(wave)) == float(nll(wave))
+        assert float(nll.train()(wave)) != float(nll(wave))
