@@ -4,7 +4,8 @@
         [--subset test --tracks N --iterations 150] [--out benchmarks/results/separation]
     python benchmarks/separation.py --speed-only [--profiles cpu paper --speed-seconds 10 ...]
 
-Quality (needs --data and --prior): every track of the subset is separated once per stereo mode; the
+Quality (needs --data and --prior or -p): every track of the subset is separated once per stereo mode
+(``--stereo``: midside, mid (the side shared in mid's ratios) and channels); the
 same magnitude estimates are rendered with each post-filter (none, mask, wiener) and scored with
 museval under the standard protocol, next to the mixture-as-estimate and oracle ratio-mask (IRM1, IRM2)
 bounds. Targets are the prior names that are stems of the set.
@@ -49,7 +50,7 @@ def quality(args) -> dict:
     from flowsep.separate import Separator
     from flowsep.separate_files import load_priors
 
-    priors = load_priors(args.prior)
+    priors = load_priors(args.prior, args.bundle)
     seps = {mode: Separator(priors, iterations=args.iterations, stereo=mode, device=args.device, progress=False)
             for mode in args.stereo}
     stores: dict[str, list] = {}
@@ -86,8 +87,8 @@ def quality(args) -> dict:
         s = summarize(scores_frame(st), "standard")["SDR"]
         table[name] = {**{k: float(v) for k, v in s.items()}, "mean": float(np.nanmean(s.to_numpy(float)))}
     return {"data": str(args.data), "subset": args.subset, "tracks": len(stores["mixture"]),
-            "excerpt": [args.offset, args.excerpt] if args.excerpt else None, "priors": args.prior,
-            "iterations": args.iterations, "sdr": table,
+            "excerpt": [args.offset, args.excerpt] if args.excerpt else None,
+            "priors": args.prior or args.bundle, "iterations": args.iterations, "sdr": table,
             "rtf_wiener": {m: seconds[m] / audio_seconds for m in seconds},
             "prior_profile": next(iter(priors.values())).config.profile}
 
@@ -316,7 +317,7 @@ def main() -> None:
     ap.add_argument("--subset", default="test")
     ap.add_argument("--tracks", type=int, default=None)
     ap.add_argument("--iterations", type=int, default=150)
-    ap.add_argument("--stereo", nargs="+", default=["midside", "channels"], choices=["midside", "channels"],
+    ap.add_argument("--stereo", nargs="+", default=["midside", "channels"], choices=["midside", "mid", "channels"],
                     help="stereo modes (the first gets every post-filter, the others Wiener only)")
     ap.add_argument("--excerpt", type=float, default=None, metavar="SECONDS",
                     help="score only SECONDS of each track, from --offset (default: whole tracks)")
@@ -349,8 +350,8 @@ def main() -> None:
             ap.error("--methods needs --data and --prior or -p")
         result["methods"] = methods(args)
     elif not args.speed_only:
-        if not (args.data and args.prior):
-            ap.error("the quality part needs --data and --prior (or pass --speed-only or --methods)")
+        if not (args.data and (args.prior or args.bundle)):
+            ap.error("the quality part needs --data and --prior or -p (or pass --speed-only or --methods)")
         result["quality"] = quality(args)
     if not args.quality_only and not args.methods:
         result["speed"] = speed(args)
