@@ -495,9 +495,9 @@ class Separator:
 
         What autograd saves for a forward pass, measured on two short parts and extended to ``length``
         frames along the line through them (the weights are saved once, the activations per frame),
-        times the workspace factor (transients, gradients and Adam's state). Measured on the latent search
-        for every method: the annealed search's peak stayed as flat with the song's length
-        (benchmarks/results/separation_memory_annealed_cpu.md).
+        times the workspace factor (transients, gradients and Adam's state). Every method is planned with
+        the latent search's measure; the annealed search's measured peak stays flat with the song's length
+        all the same (benchmarks/results/separation_memory_annealed_cpu.md).
         """
         def saved(frames):
             zs = [torch.zeros(1, *self.priors[n].latent_shape(frames), device=self.device, requires_grad=True)
