@@ -37,6 +37,7 @@ The modules, in the order the data flows (each imports only modules above it; th
     analysis        what the chapters measure (log-dets by autograd, likelihood matrices)    2, 3, 4, 7
     plots, widgets  figures, audio players and controls for the chapters                      every chapter
     book_build      `make book`: run the chapters, render the book                            -
+    colab_setup     the chapters' first cell on Colab: flowsep beside Colab's own packages   every chapter
     cli             the `flowsep` command; imports a verb's module only when it runs          -
 """
 __version__ = "0.1.0"

@@ -317,11 +317,13 @@ def _use_local_mathjax(src: Path, mathjax: Path) -> None:
 
 # ---- the Colab cell ------------------------------------------------------------------------------------
 #: The first code cell of every chapter, filled in by :func:`colab_cell`. On Colab it clones the repository
-#: at REF and installs it with the pins of its constraints.txt; anywhere else it does nothing.
+#: at REF and installs flowsep with flowsep/colab_setup.py (Colab's own packages kept as they are);
+#: anywhere else it does nothing.
 COLAB_CELL = '''\
 # On Colab: install flowsep from its repository at REF (the commit that rendered this book; the branch in
-# the repository's copy) with the pinned versions of constraints.txt, and FluidSynth for the synthetic
-# songs. Anywhere else this cell does nothing (install flowsep with `make setup`, see the preface).
+# the repository's copy). Colab's own packages (torch, numpy, pandas, matplotlib, ...) stay as they are;
+# what Colab lacks is added (flowsep/colab_setup.py says how). Running it again installs nothing new.
+# Anywhere else this cell does nothing (install flowsep with `make setup`, see the preface).
 # If REPOSITORY cannot be reached, set it to a copy you can (a fork's URL, or the repository uploaded
 # to Colab as "file:///content/flowsep") and run this cell again.
 # Colab shows the book's markup as typed: {{cite}}`key` is a reference (author and year; the book's
@@ -332,23 +334,23 @@ REF = "{ref}"
 import sys
 
 if "google.colab" in sys.modules:
-    import ctypes.util, pathlib, shutil, subprocess
-    if ctypes.util.find_library("fluidsynth") is None:
-        subprocess.run("apt-get -qq update && apt-get -qq install -y libfluidsynth3", shell=True, check=True)
+    import importlib.util, pathlib, subprocess
     src = pathlib.Path("flowsep-src").resolve()
-    shutil.rmtree(src, ignore_errors=True)
+    git = ["git", "-C", str(src)]
     try:
-        subprocess.run(["git", "clone", "-q", REPOSITORY, str(src)], check=True)
-        subprocess.run(["git", "-C", str(src), "checkout", "-q", REF], check=True)
+        if not (src / ".git").is_dir():
+            subprocess.run(["git", "clone", "-q", REPOSITORY, str(src)], check=True)
+        if subprocess.run(git + ["checkout", "-q", REF], capture_output=True).returncode:
+            subprocess.run(git + ["fetch", "-q", "origin"], check=True)
+            subprocess.run(git + ["checkout", "-q", REF], check=True)
     except subprocess.CalledProcessError:
         raise RuntimeError(f"cannot fetch {{REF}} of {{REPOSITORY}}: set REPOSITORY to a copy you can reach "
                            "and run this cell again") from None
-    # every pin but torch and torchaudio: Colab's own builds match its GPU
-    pins = [line for line in (src / "constraints.txt").read_text().splitlines()
-            if not line.startswith(("torch==", "torchaudio=="))]
-    (src / "colab-constraints.txt").write_text("\\n".join(pins) + "\\n")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", str(src / "colab-constraints.txt"),
-                    str(src)], check=True)
+    spec = importlib.util.spec_from_file_location("flowsep_colab_setup", src / "flowsep" / "colab_setup.py")
+    setup = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(setup)
+    print(setup.install(src))
+    importlib.invalidate_caches()
 '''
 
 

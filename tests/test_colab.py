@@ -1,25 +1,29 @@
-"""Colab, the second way readers run the book: the first cell of every chapter, and the chapters' numbers
-where MyST markup cannot show them.
+"""Colab, the second way readers run the book: the first cell of every chapter, how it installs flowsep
+(flowsep/colab_setup.py), and the chapters' numbers where MyST markup cannot show them.
 
-The simulation (slow): a fresh virtual environment that downloads nothing (no pip of its own, and this
-environment's packages on its path after its own site-packages, as Colab's preinstalled ones are), a
-stand-in ``google.colab`` module, and the rendered copy's first cell pointed at a ``file://`` clone of
-this repository at its HEAD commit. The cell clones, checks out and pip-installs flowsep there with the
-pins of constraints.txt (``PIP_NO_INDEX``: anything missing fails instead of downloading); then each
-chapter's parameters cell and the imports of its first cell after it run in that environment.
+The simulation (slow; tests/colab_sim.py builds it): Colab's published stack (tests/data/colab_stack.txt:
+Python 3.13, torch 2.11, numpy 2.1, pandas 2.2, IPython 7, ipywidgets 7, ...) preinstalled, a kernel
+that has imported google.colab, numpy, pandas and matplotlib before the first cell, and the rendered
+copy's first cell pointed at a ``file://`` clone of this repository at its HEAD commit. The cell installs
+from the package registry as it does on Colab; then every chapter runs top to bottom at the smoke
+profile, each on a fresh kernel in an empty working folder. Its times and install list are written to
+``_build/colab-simulation/report.json``.
 """
 import ast
+import json
 import os
 import subprocess
 import sys
-import sysconfig
-import textwrap
-import types
+import time
+from pathlib import Path
 
 import nbformat
 import pytest
 
-from flowsep import book_build, widgets
+from flowsep import book_build, colab_setup, widgets
+
+sys.path.insert(0, str(Path(__file__).parent))
+import colab_sim  # noqa: E402
 
 ROOT = book_build.find_root()
 CHAPTERS = book_build.chapters(ROOT)
@@ -48,7 +52,7 @@ def test_first_cell_installs_from_the_repository_of_config(path):
     assert source == book_build.colab_cell(url, branch), (
         f"{path.name}: the first cell is not the Colab cell of _config.yml's repository ({url}, {branch}); "
         "rewrite it with: python -c 'from flowsep.book_build import write_colab_cells; write_colab_cells()'")
-    assert "constraints.txt" in source and "cannot be reached" in source
+    assert "colab_setup.py" in source and "cannot be reached" in source
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
@@ -91,72 +95,149 @@ def test_glue_stores_for_the_text_during_the_book_build(monkeypatch, capsys):
     assert stored == [("sdr", 4.5)] and capsys.readouterr().out == ""
 
 
+# ---- how the cell installs: flowsep/colab_setup.py ------------------------------------------------
+def test_constraints_hold_what_is_installed_and_pin_what_is_missing(tmp_path):
+    pins = tmp_path / "constraints.txt"
+    pins.write_text("numpy==2.4.6\nmuseval==0.4.1  # scoring\nPyYAML==6.0.4\ntorch==2.9.1\nflowsep==0.0.1\n\n")
+    present = {"numpy": "2.1.3", "pyyaml": "6.0.3", "torch": "2.11.0+cu128", "flowsep": "0.1.0"}
+    lines = colab_setup.constraints(pins, present)
+    assert lines == ["numpy==2.1.3", "pyyaml==6.0.3", "torch==2.11.0+cu128", "museval==0.4.1"]
+
+
+def test_restart_is_needed_only_for_an_imported_package_that_changed():
+    before = {"numpy": "2.1.3", "pytest": "1.0", "flowsep-nowhere": "1"}
+    assert colab_setup.restart_needed(before, dict(before)) == []
+    assert colab_setup.restart_needed(before, {**before, "numpy": "2.4.6"}, modules={"numpy.linalg": 1}) == ["numpy"]
+    assert colab_setup.restart_needed(before, {**before, "numpy": "2.4.6"}, modules={"json": 1}) == []
+    assert colab_setup.restart_needed(before, {"pytest": "1.0"}, modules={"numpy": 1}) == ["numpy"]   # removed
+
+
+def test_restart_is_said_in_one_line():
+    error = colab_setup.RestartNeeded("pip changed numpy, already imported: restart the session")
+    assert error._render_traceback_() == ["flowsep: pip changed numpy, already imported: restart the session"]
+
+
+def test_install_does_nothing_when_installed_at_the_commit(monkeypatch, tmp_path):
+    calls = []
+
+    def run(cmd, **kw):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, stdout="c0ffee" * 6 + "abcd\n")
+
+    monkeypatch.setattr(colab_setup, "installed_commit", lambda: "c0ffee" * 6 + "abcd")
+    assert colab_setup.install(tmp_path, run=run) == "flowsep c0ffeec0ff is installed"
+    assert len(calls) == 1 and calls[0][-2:] == ["rev-parse", "HEAD"]
+
+
 # ---- the simulation ---------------------------------------------------------------------------------
+REPORT = ROOT / "_build" / "colab-simulation"
+
+
+def _versions(python) -> dict[str, str]:
+    code = ("import importlib.util, json, sys; spec = importlib.util.spec_from_file_location('s', sys.argv[1]); "
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); print(json.dumps(m.installed()))")
+    out = subprocess.run([str(python), "-c", code, colab_setup.__file__], capture_output=True, text=True,
+                         check=True).stdout
+    return json.loads(out)
+
+
+def _execute(path, dest, cwd, env, parameters=None):
+    """Run a notebook on a fresh simulated-Colab kernel; (seconds, the executed notebook)."""
+    import papermill as pm
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    os.environ.pop(book_build.BOOK_BUILD_ENV, None)
+    os.environ.pop("FLOWSEP_DATA", None)
+    start = time.perf_counter()
+    try:
+        nb = pm.execute_notebook(str(path), str(dest), parameters=parameters or {}, kernel_name=colab_sim.KERNEL_NAME,
+                                 cwd=str(cwd), progress_bar=False, log_output=False)
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    return time.perf_counter() - start, nb
+
+
+def _cell_seconds(cell) -> float:
+    return round(cell.metadata.get("papermill", {}).get("duration") or 0.0, 1)
+
+
 @pytest.fixture(scope="module")
 def colab(tmp_path_factory):
-    """A Colab-like environment after the first cell ran: (python, environment variables, work folder)."""
+    """Colab after a reader ran a chapter's first cell: a namespace with the runtime's python, the kernel's
+    environment, the first cell (pointed at a clone of HEAD) and what the install did."""
+    from types import SimpleNamespace
+
     tmp = tmp_path_factory.mktemp("colab")
+    base = colab_sim.base_environment()
+    python = colab_sim.runtime_environment(base, tmp / "runtime")
+    env = {**colab_sim.kernel(python, tmp), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     origin = tmp / "origin"   # the repository as Colab would fetch it, at this checkout's HEAD
     subprocess.run(["git", "clone", "-q", "--no-local", str(ROOT), str(origin)], check=True, timeout=300)
-    ref = subprocess.run(["git", "-C", str(origin), "rev-parse", "HEAD"], capture_output=True, text=True,
-                         check=True).stdout.strip()
-    venv = tmp / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
-    python = venv / "bin" / "python"
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    # the preinstalled packages (this environment's, flowsep's editable install not among them: its .pth
-    # files are not processed), after the new environment's own site-packages
-    with open(os.path.join(site, "preinstalled.pth"), "w") as f:
-        f.write(sysconfig.get_paths()["purelib"] + "\n")
-    stub = tmp / "stub" / "google" / "colab"
-    stub.mkdir(parents=True)
-    (stub / "__init__.py").write_text('"""A stand-in for Colab\'s module: its presence means "on Colab"."""\n')
-    work = tmp / "content"
-    work.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(tmp / "stub"), "PIP_NO_INDEX": "1", "PIP_NO_BUILD_ISOLATION": "0",
-           "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_CACHE_DIR": "1"}
-    env.pop(book_build.BOOK_BUILD_ENV, None)
+    ref = book_build.commit(origin)
     cell = book_build.colab_cell(f"file://{origin}", ref)   # what the rendered copy holds, another URL
-    script = textwrap.dedent("""
-        import google.colab, sys
-        exec(compile(sys.stdin.read(), "first cell", "exec"), {})
-        import flowsep
-        print("FLOWSEP", flowsep.__file__)
-    """)
-    proc = subprocess.run([str(python), "-c", script], input=cell, capture_output=True, text=True, env=env,
-                          cwd=work, timeout=900)
-    assert proc.returncode == 0, f"the Colab cell failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    where = proc.stdout.split("FLOWSEP", 1)[1].strip()
-    assert where.startswith(str(venv)), f"flowsep imported from {where}, not from the Colab environment"
-    head = subprocess.run(["git", "-C", str(work / "flowsep-src"), "rev-parse", "HEAD"], capture_output=True,
-                          text=True, check=True).stdout.strip()
-    assert head == ref, "the cell did not install the commit it names"
-    return python, env, work
+
+    preinstalled = _versions(base / "bin" / "python")
+    first = tmp / "first-cell.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)],
+                                            metadata={"kernelspec": {"name": colab_sim.KERNEL_NAME,
+                                                                     "language": "python", "display_name": "Colab"}}),
+                   first)
+    (tmp / "content").mkdir()
+    REPORT.mkdir(parents=True, exist_ok=True)
+    seconds, nb = _execute(first, REPORT / "first-cell.ipynb", tmp / "content", env)
+    after = _versions(python)
+    installed = {name: v for name, v in after.items() if name not in preinstalled}
+    changed = {name: (v, after.get(name)) for name, v in preinstalled.items() if after.get(name) != v}
+    output = "".join(o.get("text", "") for o in nb.cells[0].outputs)
+    report = {"stack": str(colab_sim.STACK.relative_to(ROOT)), "commit": ref, "first_cell_seconds": round(seconds, 1),
+              "first_cell_output": output.strip(), "installed": installed, "changed": changed, "chapters": {}}
+    (REPORT / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    return SimpleNamespace(python=python, env=env, cell=cell, ref=ref, origin=origin, tmp=tmp, report=report,
+                           preinstalled=preinstalled, base=base)
+
+
+@pytest.mark.slow
+def test_first_cell_installs_flowsep_and_changes_nothing_colab_ships(colab):
+    assert colab.report["changed"] == {}, f"the first cell changed Colab's packages: {colab.report['changed']}"
+    assert "flowsep" in colab.report["installed"]
+    assert colab.report["first_cell_output"].startswith(f"flowsep {colab.ref[:10]} installed")
+    code = "import flowsep, sys; print(flowsep.__file__)"
+    where = subprocess.run([str(colab.python), "-c", code], capture_output=True, text=True, check=True).stdout
+    assert where.startswith(str(colab.tmp / "runtime")), f"flowsep imported from {where}, not from the runtime"
+    assert _versions(colab.base / "bin" / "python") == colab.preinstalled, "the base environment changed"
 
 
 @pytest.mark.slow
 def test_colab_cell_reports_an_unreachable_repository(colab, tmp_path):
-    python, env, _ = colab
     cell = book_build.colab_cell(f"file://{tmp_path}/no-such-repository", "main")
-    proc = subprocess.run([str(python), "-c", "import google.colab, sys; exec(sys.stdin.read(), {})"],
-                          input=cell, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    proc = subprocess.run([str(colab.python), "-c", "import google.colab, sys; exec(sys.stdin.read(), {})"],
+                          input=cell, capture_output=True, text=True, env={**os.environ, **colab.env},
+                          cwd=tmp_path, timeout=300)
     assert proc.returncode != 0 and "set REPOSITORY to a copy you can reach" in proc.stderr
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
-def test_chapter_first_cells_run_on_colab(path, colab):
-    python, env, work = colab
-    cells = code_cells(path)
-    p = parameters_index(cells)
-    assert p == 1, f"{path.name}: the parameters cell should follow the Colab cell"
-    source = "\n".join([cells[p].source, 'PROFILE = "smoke"', imports_of(cells[p + 1].source),
-                        "import flowsep, sys",
-                        "assert flowsep.__file__.startswith(sys.prefix), flowsep.__file__",
-                        "from flowsep.widgets import glue",
-                        "glue('a_number', 4.55123)"])
-    proc = subprocess.run([str(python), "-c", "import google.colab, sys; exec(sys.stdin.read(), {})"],
-                          input=source, capture_output=True, text=True, env=env, cwd=work, timeout=600)
-    assert proc.returncode == 0, f"{path.name} on Colab:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
-    assert "a_number = 4.551" in proc.stdout, "glue must print its value on Colab"
+def test_chapter_runs_on_colab(path, colab, tmp_path):
+    """The chapter top to bottom at smoke on a fresh kernel in an empty folder, its first cell finding
+    flowsep installed at the commit (the cell run again: nothing installed)."""
+    nb = nbformat.read(path, as_version=4)
+    book_build.pin_colab_cell(nb, f"file://{colab.origin}", colab.ref)
+    nb.metadata["kernelspec"] = {"name": colab_sim.KERNEL_NAME, "language": "python", "display_name": "Colab"}
+    source = tmp_path / path.name
+    nbformat.write(nb, source)
+    work = tmp_path / "content"
+    work.mkdir()
+    dest = REPORT / path.name
+    try:
+        seconds, done = _execute(source, dest, work, colab.env, parameters={"PROFILE": "smoke"})
+    except Exception as e:   # papermill's error names the cell and the exception
+        pytest.fail(f"{path.name} on Colab (executed copy: {dest}):\n{str(e)[-3000:]}", pytrace=False)
+    first = next(c for c in done.cells if c.cell_type == "code")
+    output = "".join(o.get("text", "") for o in first.outputs)
+    assert f"flowsep {colab.ref[:10]} is installed" in output, output
+    report = json.loads((REPORT / "report.json").read_text())
+    report["chapters"][path.stem] = {"seconds": round(seconds, 1), "first_cell_seconds": _cell_seconds(first)}
+    (REPORT / "report.json").write_text(json.dumps(report, indent=1) + "\n")
