@@ -112,6 +112,7 @@ def methods(args) -> dict:
 
     from flowsep.comparison import per_track_sdr, song_statistics
     from flowsep.evaluate import iter_tracks, score_track, scores_frame, summarize
+    from flowsep.search import AnnealedSearch
     from flowsep.separate import METHODS, Separator
     from flowsep.separate_files import load_priors
 
@@ -132,7 +133,7 @@ def methods(args) -> dict:
         targets = [n for n in priors if n in track.references]
         audio += track.mixture.shape[1] / track.rate
         for m in args.methods:
-            own = METHODS[m].iterations
+            own = METHODS[m].search.iterations
             m_priors = own_priors.get(m, priors)
             # the method at its own settings: timed, scored
             sep = Separator(m_priors, method=m, device=args.device, progress=False)
@@ -143,7 +144,7 @@ def methods(args) -> dict:
                 score_track(track.references, {k: est[k] for k in targets}, track.rate, track_name=track.name))
             # the curve: one run to the last point, the estimates kept at every point
             points = [i for i in curve if i != own]
-            if METHODS[m].search == "annealed":  # its schedule depends on the iterations: one run per point
+            if isinstance(METHODS[m].search, AnnealedSearch):  # its schedule depends on the iterations: one run per point
                 for i in points:
                     est = Separator(m_priors, method=m, iterations=i, device=args.device, progress=False)(
                         track.mixture, track.rate)
@@ -164,20 +165,21 @@ def methods(args) -> dict:
     rows = []
     for (m, i), st in sorted(stores.items()):
         sdr = summarize(scores_frame(st), "standard")["SDR"]
-        rows.append({"method": m, "iterations": i, "own": i == METHODS[m].iterations,
+        rows.append({"method": m, "iterations": i, "own": i == METHODS[m].search.iterations,
                      **{k: float(v) for k, v in sdr.items()}, "mean": float(np.nanmean(sdr.to_numpy(float)))})
     # over songs, at each method's own settings: the mean with its bootstrap interval, paired with instglow
-    per_track = {m: per_track_sdr(scores_frame(stores[(m, METHODS[m].iterations)]), targets) for m in args.methods}
+    per_track = {m: per_track_sdr(scores_frame(stores[(m, METHODS[m].search.iterations)]), targets) for m in args.methods}
     songs = song_statistics(per_track, reference="instglow")
     return {"data": str(args.data), "subset": args.subset, "tracks": len(stores[(args.methods[0],
-            METHODS[args.methods[0]].iterations)]), "excerpt": [args.offset, args.excerpt] if args.excerpt else None,
+            METHODS[args.methods[0]].search.iterations)]), "excerpt": [args.offset, args.excerpt] if args.excerpt else None,
             "priors": args.prior or args.bundle, "prior_profile": next(iter(priors.values())).config.profile,
             "method_priors": {m: getattr(p, "name", None) for m, p in own_priors.items()},
             "rows": rows, "rtf": {m: seconds[m] / audio for m in args.methods},
             "songs": {m: {k: (None if v != v else float(v)) for k, v in r.items()} for m, r in songs.iterrows()},
             "per_track": {m: {t: {k: float(v) for k, v in r.items()} for t, r in pt.iterrows()}
                           for m, pt in per_track.items()},
-            "settings": {m: dataclasses.asdict(METHODS[m]) for m in args.methods}}
+            "settings": {m: {**dataclasses.asdict(METHODS[m]), "search_kind": type(METHODS[m].search).__name__}
+                         for m in args.methods}}
 
 
 # ---- speed --------------------------------------------------------------------------------------------
@@ -201,7 +203,7 @@ def speed(args) -> list[dict]:
             sep = Separator(priors, iterations=1, segment_seconds=args.speed_segment, overlap=args.speed_overlap,
                             device=args.device, progress=False, **kw)
             sep(mix, rate)  # warm-up: first-call allocations, kernels, vmap tracing
-            sep.iterations = args.speed_iterations
+            sep.method = sep.method.replace(iterations=args.speed_iterations)  # the same frozen priors
             if sep.device.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
@@ -233,7 +235,8 @@ def _items(sep, mix, rate) -> int:
     c = sep.config
     frames = 1 + round(mix.shape[-1] * c.sample_rate / rate) // c.hop
     fps = c.sample_rate / c.hop
-    _, starts = plan_segments(frames, round(sep.segment_seconds * fps), round(sep.overlap * fps), sep.frame_multiple)
+    _, starts = plan_segments(frames, round(sep.method.segment_seconds * fps), round(sep.method.overlap * fps),
+                              sep.priors.frame_multiple)
     return len(starts) * mix.shape[0]
 
 

@@ -26,7 +26,11 @@ The modules, in the order the data flows (each imports only modules above it; th
     trainer         the one training loop (budgets, schedule, resume, DDP) and its cache      4, 6
     train           a prior's loss and data, `flowsep train`                                  4
     filtering       ratio masks and the multichannel Wiener filter                            5, 6
-    separate        the Separator: likelihood separation through frozen priors               5
+    frozen          the priors of a separation, frozen and run together (batched, vmapped)   5
+    search          the objective, and one search per strategy: latents, masks, annealed     5
+    parts           songs as items, segments and chunks planned from memory; cross-fades     5
+    render          magnitudes to waveforms: mixture phase, post-filters, block by block      5
+    separate        the Separator: a method's search, parts and rendering as one call        5
     bundle          folders of trained priors with a manifest, `flowsep priors`              4, README
     separate_files  songs on disk into stem files, `flowsep separate`                        README
     baselines/      Open-Unmix, Demucs, Conv-TasNet, Wave-U-Net (training, separation), oracles 6

@@ -172,22 +172,18 @@ def _same(a, b) -> bool:
 def flowsep_settings(profile: str, separator=None) -> dict:
     """flowsep's value of every :data:`flowsep.paper.SEPARATION_SETTINGS` name, for the InstGlow separator of
     the run (a :class:`flowsep.separate.Separator`), else for the ``instglow`` method's defaults at ``profile``."""
-    m = METHODS["instglow"]
-    cfg = getattr(separator, "config", None) or PriorConfig.preset(profile)
-    get = (lambda name, default: getattr(separator, name, default)) if separator is not None else \
-        (lambda name, default: default)
-    post = get("post", "wiener")
-    stereo = get("stereo", m.stereo)
-    init = get("init", m.init)
+    m = separator.method if separator is not None else METHODS["instglow"]
+    cfg = separator.config if separator is not None else PriorConfig.preset(profile)
+    search, post, stereo, init = m.search, m.post, m.stereo, m.search.init   # a latent search, as instglow's
     return {
         "domain": f"{cfg.transform} magnitude STFT, {stereo} stereo, mixture phase for resynthesis",
         "sample_rate": cfg.sample_rate, "n_fft": cfg.n_fft, "hop": cfg.hop, "window": f"hann {cfg.n_fft}",
         "loss": "a1 * generalized KL(|X| || sum_j x_j) + a2 * prior term",
-        "prior_space": get("prior_space", m.prior_space),
+        "prior_space": search.prior_space,
         "z_init": 0.0 if init == "zeros" else f"noise {init}",
-        "a1": 1.0, "a2": float(get("prior_weight", m.prior_weight)), "optimizer": "Adam",
-        "lr": float(get("lr", m.lr)), "iterations": int(get("iterations", m.iterations)),
-        "segment_seconds": float(get("segment_seconds", 60.0)),
+        "a1": 1.0, "a2": float(search.prior_weight), "optimizer": "Adam",
+        "lr": float(search.lr), "iterations": int(search.iterations),
+        "segment_seconds": float(m.segment_seconds),
         "post_processing": {"wiener": "multichannel Wiener filter", "mask": "ratio mask"}.get(post, post),
         "annealing": "none",
         # not settings of the paper's table: what the deviations name
@@ -211,7 +207,7 @@ def deviations(profile: str, *, data: str, synthetic: bool, protocol: str, track
          "small versions trained here on the same data and budget as the priors", "flowsep/baselines/models.py"),
         ("GAN prior (SpecGAN)", "cited from Narayanaswamy et al. 2020", "not implemented", "-"),
         ("post-filter", "none (a ratio rescale x_j / sum_k x_k * |X| exists in the code, off by default)",
-         settings.get("post_processing", "-"), "flowsep/separate.py Separator(post=...)"),
+         settings.get("post_processing", "-"), "flowsep/render.py, Separator(post=...)"),
         ("stereo", "mono downmix",
          STEREO_WORDS.get(settings.get("stereo"), str(settings.get("stereo"))),
          "flowsep/separate.py METHODS['instglow']"),
@@ -232,7 +228,7 @@ def deviations(profile: str, *, data: str, synthetic: bool, protocol: str, track
          f"priors {seg:.2f} s ({p.segment_frames} frames), supervised {sup.segment_seconds:.2f} s",
          "flowsep/prior.py, flowsep/baselines/models.py"),
         ("separation segments", "up to 60 s, processed whole",
-         f"{settings.get('segment_seconds', 60.0):g} s with overlap and crossfade", "flowsep/separate.py"),
+         f"{settings.get('segment_seconds', 60.0):g} s with overlap and crossfade", "flowsep/parts.py"),
         ("evaluation protocol", paper.PROTOCOL,
          "standard MUSDB18 protocol (1 s windows, median over windows then tracks)" if protocol == "standard"
          else "the paper's protocol (flowsep.evaluate, protocol='paper')", "flowsep/evaluate.py"),

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import math
 import os
 import re
@@ -199,10 +198,6 @@ class OutputsExist(FlowsepError):
     """Every output of a file is already there (and overwriting was not asked for)."""
 
 
-def _separator_parameters() -> set[str]:
-    return set(inspect.signature(Separator).parameters)
-
-
 class FileSeparator:
     """Separate audio files into stem files: ``FileSeparator(priors, "separated")("song.mp3") -> [paths]``.
 
@@ -239,12 +234,6 @@ class FileSeparator:
         if duration is not None and not (isinstance(duration, (int, float)) and duration > 0):
             raise FlowsepError(f"--duration must be a positive number of seconds, got {duration}")
         self.two_stems, self.start, self.duration, self.overwrite = two_stems, float(start), duration, overwrite
-        known = _separator_parameters()
-        unknown = sorted(set(separator_options) - known)
-        if unknown:
-            raise FlowsepError(f"unknown option {unknown[0]!r}; file options are format, sample_format, "
-                               "mp3_bitrate, filename, two_stems, start, duration, overwrite, progress; "
-                               f"separation options: {', '.join(sorted(known - {'priors'}))}")
         self.separator = Separator(dict(priors), progress=progress, **separator_options)
 
     @property

@@ -106,6 +106,19 @@ def resample(wave: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
     return AF.resample(wave, orig_rate // g, new_rate // g)
 
 
+def resample_reach(orig_rate: int, new_rate: int) -> int:
+    """Samples at ``orig_rate`` on either side of a stretch that :func:`resample` reads to compute it.
+
+    The reach of torchaudio's windowed-sinc kernel (6 zero crossings, roll-off 0.99, its defaults) in
+    samples at the original rate, doubled to be safe. Resampling samples ``a..b`` (block-aligned to
+    ``orig_rate // gcd`` so that the kernel's phases match) with this many more on either side gives the
+    samples of resampling the whole signal.
+    """
+    g = math.gcd(int(orig_rate), int(new_rate))
+    orig, new = orig_rate // g, new_rate // g
+    return 2 * (orig + math.ceil(6 * orig / (0.99 * min(orig, new))))
+
+
 def as_channels_first(audio, what: str = "audio") -> torch.Tensor:
     """Accept (samples,), (channels, samples) or a soundfile-style (samples, channels) array.
 

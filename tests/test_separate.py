@@ -16,7 +16,8 @@ import torch
 import flowsep
 from flowsep.cli import main
 from flowsep.errors import FlowsepError
-from flowsep.separate import DEFAULT_METHOD, METHODS, Separator, generalized_kl, noise_schedule
+from flowsep.search import AnnealedSearch, LatentSearch, MaskSearch, part_bytes
+from flowsep.separate import DEFAULT_METHOD, METHODS, Method, Separator, generalized_kl, noise_schedule
 from flowsep.separate_files import add_separation_options, separation_options
 from flowsep.spectral import overlap_add, plan_segments
 from flowsep.spectral import stft
@@ -198,7 +199,7 @@ def test_batched_equals_unbatched(priors, stereo_mix):
         for name in priors:
             assert np.abs(out[k][name] - out["unbatched"][name]).max() < 1e-4 * peak, (k, name)
         np.testing.assert_allclose(results[k].trace, results["unbatched"].trace, rtol=1e-4)
-    assert runs["stacked"].stacked and not runs["unbatched"].stacked
+    assert runs["stacked"].priors.stacked and not runs["unbatched"].priors.stacked
 
 
 def test_trace_and_snapshots(priors, stems):
@@ -214,7 +215,7 @@ def test_trace_and_snapshots(priors, stems):
         assert set(snap) == {"tone", "burst"}
         assert snap["tone"].shape == (1, 65, frames) and (snap["tone"] >= 0).all()
     assert not np.allclose(result.snapshots[0]["tone"], result.snapshots[12]["tone"])
-    assert set(result.timings) == {"prepare", "optimize", "post"}
+    assert set(result.timings) == {"prepare", "optimize"}
 
 
 def test_x_space_prior_and_noise_init(priors, stems):
@@ -263,19 +264,23 @@ def test_priors_are_left_untouched(priors, stems):
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_adds_up_and_beats_the_mixture(priors, noisy_priors, stereo_stems, stereo_mix, method):
-    sep = Separator(noisy_priors if METHODS[method].search == "annealed" else priors, method=method, progress=False)
+    annealed = isinstance(METHODS[method].search, AnnealedSearch)
+    sep = Separator(noisy_priors if annealed else priors, method=method, progress=False)
     result = sep.estimate(stereo_mix, RATE)
     est = result.render(sep.post)
     assert np.abs(sum(est.values()) - stereo_mix).max() < 1e-4 * np.abs(stereo_mix).max()
     for name, ref in stereo_stems.items():
         for ch in range(2):
             assert sdr(ref[ch], est[name][ch]) > sdr(ref[ch], stereo_mix[ch]) + 1.0, (method, name, ch)
-    assert result.trace[-1] < result.trace[0] and len(result.trace) == METHODS[method].iterations + 1
+    assert result.trace[-1] < result.trace[0] and len(result.trace) == METHODS[method].search.iterations + 1
 
 
 def test_method_settings_and_overrides(priors):
-    sep = Separator(priors, method="fast", iterations=7, stereo="midside", progress=False)
-    assert sep.iterations == 7 and sep.stereo == "midside" and sep.lr == METHODS["fast"].lr
+    sep = Separator(priors, method="fast", iterations=7, stereo="mid", progress=False)
+    assert sep.method.search.iterations == 7 and sep.method.stereo == "mid"
+    assert sep.method.search.lr == METHODS["fast"].search.lr and METHODS["fast"].search.iterations == 25
+    same = Separator(priors, METHODS["fast"].replace(iterations=7, stereo="mid"), progress=False)
+    assert same.method == sep.method
     assert Separator(priors, progress=False).method.name == DEFAULT_METHOD
     assert "unknown separation method" in _one_line_error(lambda: Separator(priors, method="magic"))
     parser = argparse.ArgumentParser()
@@ -283,11 +288,33 @@ def test_method_settings_and_overrides(priors):
     add_separation_options(parser)
     for argv, bf16 in ((["--method", "map"], False), (["--method", "map", "--bf16"], True)):
         sep = Separator(priors, progress=False, **separation_options(parser.parse_args(argv)))
-        assert sep.method.name == "map" and sep.lr == METHODS["map"].lr and sep.bf16 is bf16
-        assert sep.prior_weight == METHODS["map"].prior_weight > 0
+        search = sep.method.search
+        assert sep.method.name == "map" and search.lr == METHODS["map"].search.lr and search.bf16 is bf16
+        assert search.prior_weight == METHODS["map"].search.prior_weight > 0
     # a method that runs in bf16 by default can be run in float32
     for argv, bf16 in ((["--method", "quick"], True), (["--method", "quick", "--no-bf16"], False)):
-        assert Separator(priors, progress=False, **separation_options(parser.parse_args(argv))).bf16 is bf16
+        assert Separator(priors, progress=False, **separation_options(parser.parse_args(argv))).method.search.bf16 \
+            is bf16
+
+
+def test_a_setting_that_does_not_apply_is_a_one_line_error(priors, noisy_priors):
+    """Each search takes only its own settings: none is silently ignored."""
+    msg = _one_line_error(lambda: Separator(noisy_priors, method="annealed", prior_weight=0.1))
+    assert "prior_weight does not apply to method 'annealed'" in msg
+    for kw in (dict(prior_space="x"), dict(init=0.1), dict(seed=3), dict(warm_iterations=5)):
+        assert "does not apply" in _one_line_error(lambda: Separator(noisy_priors, method="annealed", **kw))
+    assert "does not apply" in _one_line_error(lambda: Separator(priors, method="instglow", warm_lr=0.1))
+    assert "does not apply" in _one_line_error(lambda: Separator(priors, method="consistent", prior_weight=0.1))
+    assert "unknown option 'iteration'" in _one_line_error(lambda: Separator(priors, iteration=3))
+    # None keeps the method's setting (what the command line passes for an option not given)
+    assert Separator(noisy_priors, method="annealed", prior_weight=None, progress=False).method == METHODS["annealed"]
+    # the warm start of the mask search can be set
+    sep = Separator(priors, method="consistent", warm_iterations=5, warm_lr=0.1, progress=False)
+    assert sep.method.search == MaskSearch(40, 0.05, warm_iterations=5, warm_lr=0.1)
+    assert "warm_lr" in _one_line_error(lambda: Separator(priors, method="consistent", warm_lr=0))
+    assert isinstance(METHODS["instglow"].search, LatentSearch) and METHODS["instglow"].search == LatentSearch()
+    assert "method must be" in _one_line_error(lambda: Separator(priors, method=3))
+    assert isinstance(Separator(priors, Method("mine", LatentSearch(iterations=2)), progress=False).method, Method)
 
 
 @pytest.mark.parametrize("iterations", [1, 3, 9, 10, 23, 200])
@@ -345,8 +372,9 @@ def test_long_input_in_chunks_under_a_small_memory_setting(priors):
     one = whole.estimate(mix, 22050)
     assert one.chunks == 1
     length, starts = plan_segments(1 + int(5.0 * RATE) // 64, round(1.0 * RATE / 64), round(0.25 * RATE / 64), 2)
-    song = whole.song_bytes(2, mix.shape[-1], 22050, True, length)
-    small = Separator(priors, max_memory=song + 3 * whole.part_bytes(length), **kw)
+    plan = whole.plan(2, mix.shape[-1], 22050)
+    assert plan.length == length and plan.starts == starts and plan.part_bytes > 0
+    small = Separator(priors, max_memory=plan.song_bytes + 3 * plan.part_bytes, **kw)
     few = small.estimate(mix, 22050)
     parts = 2 * len(starts)
     assert few.chunks == -(-parts // 3) and few.chunks >= 3
@@ -384,7 +412,7 @@ def test_too_little_memory_is_one_line_before_any_work(priors, stereo_mix):
 
 def test_part_memory_estimate_grows_linearly_with_length(priors):
     sep = Separator(priors, progress=False)
-    a, b, c = sep.part_bytes(64), sep.part_bytes(640), sep.part_bytes(1280)
+    a, b, c = (part_bytes(sep.priors, sep.method.search, n) for n in (64, 640, 1280))
     assert 0 < a < b < c
     assert (c - a) / (b - a) == pytest.approx((1280 - 64) / (640 - 64), rel=0.05)
 
