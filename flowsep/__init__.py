@@ -21,9 +21,9 @@ The modules, in the order the data flows (each imports only modules above it; th
     memory          sizes, free memory, what autograd saves (planning long separations)       5
     spectral        STFT, resampling, mono, fit-length, segments and overlap-add              3
     data/           synthetic MUSDB18 (voice, compose, synth), musdb roots, training chunks   1, 4
+    trainer         the one training loop (settings, budgets, schedule, resume, DDP), its cache 4, 6
     flows           Glow's layers, each with forward, inverse and log-determinant             2, 3
     prior           FlowPrior: a Glow over magnitude spectrograms, its config and files       3, 4
-    trainer         the one training loop (budgets, schedule, resume, DDP) and its cache      4, 6
     train           a prior's loss and data, `flowsep train`                                  4
     filtering       ratio masks and the multichannel Wiener filter                            5, 6
     frozen          the priors of a separation, frozen and run together (batched, vmapped)   5

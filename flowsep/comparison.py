@@ -30,7 +30,7 @@ every system, the oracles and the mixture-as-estimate bound included, scores the
 Budgets. ``steps=N`` (or the profile's steps) is the step-matched race: every network, each prior and each
 supervised model, takes N steps of the same batch size and example length. ``train_seconds=S`` is the race
 at equal training time: every learned *system* gets S seconds of training (validation and checkpoint
-writing not counted, for every model alike; :func:`flowsep.trainer.run_steps`); InstGlow is a system of four
+writing not counted, for every model alike; :func:`flowsep.trainer.fit`); InstGlow is a system of four
 networks trained one after the other, so each prior gets S/4 and the four together S. (Giving each prior
 S would grant InstGlow four times the compute of any other system; Open-Unmix, whose four per-target
 networks train together inside one step here, is held to S as a whole too.)

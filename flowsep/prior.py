@@ -28,13 +28,18 @@ from . import __version__
 from .errors import FlowsepError
 from .flows import Glow, standard_normal_logpdf
 from .io import check_format, load_torch, save_torch
+from .trainer import TrainingSettings
 
 CHECKPOINT_FORMAT = 1
 
 
 @dataclass
-class PriorConfig:
-    """Everything that defines a prior and how it is trained; saved inside every checkpoint."""
+class PriorConfig(TrainingSettings):
+    """Everything that defines a prior and how it is trained; saved inside every checkpoint.
+
+    The training settings (:class:`flowsep.trainer.TrainingSettings`) are given again below with a prior's
+    defaults; ``weight_decay`` keeps the shared default (none).
+    """
 
     profile: str = "custom"
     # signal

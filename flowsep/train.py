@@ -25,10 +25,10 @@ from .errors import FlowsepError
 from .io import load_torch
 from .prior import FlowPrior, PriorConfig
 from .spectral import stft
-from .trainer import fit, resolve_budget, resume_from, start_distributed
+from .trainer import Objective, fit, resolve_budget, resume_from, start_distributed
 
 
-class NLL(nn.Module):
+class NLL(Objective):
     """Negative log-likelihood per magnitude value (nats) of a batch of waveforms: (B, samples) -> scalar.
 
     The same number as ``-prior.log_prob(mag).mean() / (bins * frames)``
@@ -39,9 +39,25 @@ class NLL(nn.Module):
     the levels and the noise are drawn from a fixed seed, so the same batch always gets the same loss.
     """
 
+    key = "nll"
+
     def __init__(self, prior: FlowPrior):
         super().__init__()
         self.prior = prior
+
+    def checkpoint(self) -> dict:
+        return {"prior": self.prior.checkpoint()}
+
+    def initialise(self, train_set, device) -> None:
+        """ActNorm's data-dependent initialisation, on the run's first global batch."""
+        self(torch.stack([train_set[k] for k in range(self.prior.config.batch_size)]).to(device))
+
+    def postfix(self, history: dict) -> dict:
+        bits = 1.0 / math.log(2)
+        post = {"nll": f"{history['train_nll'][-1]:.3f}", "bits/dim": f"{history['train_nll'][-1] * bits:.3f}"}
+        if history["val_nll"]:
+            post["val bits/dim"] = f"{history['val_nll'][-1] * bits:.3f}"
+        return post
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         c = self.prior.config
@@ -96,21 +112,8 @@ def train_prior(config: PriorConfig, data, source: str | None = None, out=None, 
     if state is not None:
         prior.load_state_dict(state["prior"]["state_dict"])
 
-    def initialise():  # data-dependent ActNorm initialisation on the run's first global batch
-        nll(torch.stack([train_set[k] for k in range(c.batch_size)]).to(dev))
-
-    bits = 1.0 / math.log(2)
-
-    def postfix(h):
-        post = {"nll": f"{h['train_nll'][-1]:.3f}", "bits/dim": f"{h['train_nll'][-1] * bits:.3f}"}
-        if h["val_nll"]:
-            post["val bits/dim"] = f"{h['val_nll'][-1] * bits:.3f}"
-        return post
-
     prior.history = fit(nll, train_set, val_set, c, budget=budget, device=dev, out=out, state=state,
-                        checkpoint=lambda: {"prior": prior.checkpoint()}, initialise=initialise, key="nll",
-                        desc=f"train {source or Path(str(data)).name}", postfix=postfix, workers=workers,
-                        progress=progress)
+                        desc=f"train {source or Path(str(data)).name}", workers=workers, progress=progress)
     return prior.eval()
 
 

@@ -2,13 +2,15 @@
 
 Chapter: "Training the source priors" (the loop), "Evaluation" (the comparison systems).
 
-A model supplies only what is its own: an *objective* (an ``nn.Module`` whose ``forward(batch)`` is the
-scalar loss of a batch, and whose parameters are trained), its training and validation examples, the
-model's part of a checkpoint, and a data-dependent initialisation where it has one. :func:`fit` does the
-rest, the same way for every model (nanoGPT-style, no framework):
+A model supplies only what is its own, as an :class:`Objective` (an ``nn.Module`` whose ``forward(batch)``
+is the scalar loss of a batch, and whose parameters are trained, with the model's part of a checkpoint and
+a data-dependent initialisation where it has one), its training and validation examples, and its settings
+(a :class:`TrainingSettings`: :class:`flowsep.prior.PriorConfig` and
+:class:`flowsep.baselines.models.SupervisedConfig` both are one). :func:`fit`, one loop a reader can follow
+top to bottom, does the rest, the same way for every model (nanoGPT-style, no framework):
 
-* Adam (with the config's weight decay) and a step decay of the learning rate at fixed fractions of the
-  run's budget (:func:`scheduled_lr`; constant when the config has no decay);
+* Adam (with the settings' weight decay) and a step decay of the learning rate at fixed fractions of the
+  run's budget (:func:`scheduled_lr`; constant without a decay);
 * the budget (:func:`resolve_budget`): ``steps`` (reproducible to the bit) or ``seconds`` of training time
   (validation and checkpoint writing not counted, for every model alike);
 * step ``s`` always sees the same examples (:func:`flowsep.data.chunks.step_loader`) and seeds its dropout
@@ -29,6 +31,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable
@@ -48,8 +51,36 @@ from .progress import bar as progress_bar
 UNBOUNDED_STEPS = 10 ** 12
 
 
+@dataclass
+class TrainingSettings:
+    """The settings the loop reads, shared by :class:`flowsep.prior.PriorConfig` and
+    :class:`flowsep.baselines.models.SupervisedConfig` (each gives its own defaults).
+
+    steps: the step budget (and the length the decay is written for); train_seconds: > 0, a wall-clock
+    budget used instead; Adam at ``lr`` with ``weight_decay``, decayed by ``lr_decay`` every
+    ``lr_decay_every`` of ``steps`` steps (0: constant; :func:`scheduled_lr`); gradient norms clipped at
+    ``grad_clip``; mixed_precision: fp16 autocast with gradient scaling on CUDA, bf16 on CPUs with bf16 units;
+    validation on ``val_batches`` fixed batches every ``val_every`` steps; a checkpoint every
+    ``checkpoint_every`` steps; ``seed``: the data, the initialisation and each step's dropout.
+    """
+
+    steps: int = 1000
+    train_seconds: float = 0.0
+    batch_size: int = 16
+    lr: float = 1e-3
+    lr_decay: float = 1.0
+    lr_decay_every: int = 0
+    weight_decay: float = 0.0
+    grad_clip: float = 5.0
+    mixed_precision: bool = True
+    val_every: int = 250
+    val_batches: int = 2
+    checkpoint_every: int = 250
+    seed: int = 0
+
+
 # ---- budgets and the learning-rate schedule ------------------------------------------------------------
-def decay_count(progress: float, config) -> int:
+def decay_count(progress: float, config: TrainingSettings) -> int:
     """How many times the learning rate has decayed after ``progress`` (0..1) of a run's budget.
 
     The schedule of a profile is written in steps (decay by ``lr_decay`` every ``lr_decay_every`` of
@@ -57,16 +88,15 @@ def decay_count(progress: float, config) -> int:
     k * lr_decay_every / steps of the budget, whether the budget is counted in steps (``--steps N``: after
     N * lr_decay_every / steps steps) or in seconds (``--seconds S``: after that fraction of S). A run of the
     profile's own ``steps`` decays every ``lr_decay_every`` steps exactly. ``progress`` may be a
-    :class:`fractions.Fraction` (exact, for step budgets) or a float (time budgets). A config without
-    ``lr_decay_every`` (the supervised systems) never decays.
+    :class:`fractions.Fraction` (exact, for step budgets) or a float (time budgets). ``lr_decay_every`` 0
+    (the supervised systems) never decays.
     """
-    every = getattr(config, "lr_decay_every", 0)
-    if every <= 0 or config.steps <= 0:
+    if config.lr_decay_every <= 0 or config.steps <= 0:
         return 0
-    return math.floor(Fraction(progress) * config.steps / every)
+    return math.floor(Fraction(progress) * config.steps / config.lr_decay_every)
 
 
-def scheduled_lr(config, progress: float) -> float:
+def scheduled_lr(config: TrainingSettings, progress: float) -> float:
     """The learning rate after ``progress`` (0..1) of the budget: ``lr * lr_decay ** decay_count``.
 
     Multiplied out one decay at a time, as :class:`torch.optim.lr_scheduler.StepLR` does, so that a run of the
@@ -114,99 +144,157 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step) * 1_009 + rank
 
 
-# ---- the loop ------------------------------------------------------------------------------------------
-def run_steps(loader, loss_of, params: list, opt, scaler, grad_clip: float, *, start: int, total: int | None = None,
-              seconds: float | None = None, lr_at=None, step_seed, history: dict, key: str, validate=None,
-              val_every: int, checkpoint_every: int, save, bar=None, postfix=None, clock=time.perf_counter,
-              agree=None) -> int:
-    """The optimisation loop itself (what :func:`fit` runs once everything is set up).
+# ---- what a model brings, and the run's state -----------------------------------------------------------
+class Objective(nn.Module):
+    """What a model brings to the loop; the rest is the same for every model.
 
-    The budget is ``total`` steps (``start`` counts the steps already done) or ``seconds`` of training time
-    (``history["seconds"]`` counts the seconds already spent, so a resumed run continues within its
-    budget). Training time is the time of the steps themselves, the loading of their batches included;
-    validation and checkpoint writing are not counted. The run stops after the first step that reaches the
-    budget.
-
-    For each batch of ``loader``: set the learning rate to ``lr_at(progress)`` (progress: the fraction of
-    the budget already used, a Fraction of steps or a float of seconds; None keeps the optimiser's rate),
-    seed torch with ``step_seed(step)``, ``loss_of(batch)`` (a scalar, already under the model's autocast),
-    a scaled backward pass, gradient-norm clipping at ``grad_clip``, the optimiser step. ``history`` gets
-    ``step``, ``elapsed`` (training seconds after that step) and ``train_<key>`` every step, ``val_step``
-    and ``val_<key>`` (from ``validate()``, None to skip) every ``val_every`` steps and at the end, and the
-    training seconds in ``seconds``. ``save(step)`` writes a checkpoint every ``checkpoint_every`` steps, at
-    the end, and before a non-finite loss stops the run with a :class:`FlowsepError`. ``clock`` reads the
-    time (tests pass a fake one); ``agree(seconds)`` makes the processes of a distributed run agree on the
-    seconds spent (their maximum), so they stop at the same step and use the same learning rate.
-    Returns the last step.
+    ``forward(batch)`` is the scalar loss of a batch (the module's parameters are what is trained);
+    :meth:`checkpoint` is the model's part of a checkpoint (its config and weights); :meth:`initialise` is a
+    data-dependent initialisation, run once at the start of a fresh run (under no_grad); :meth:`postfix` is
+    what the progress bar shows. ``key`` names the loss in the history (``train_<key>``, ``val_<key>``);
+    ``seed_salt`` is added to the rank in :func:`step_seed` (it keeps each model's stream of dropout seeds).
     """
-    if (total is None) == (seconds is None):
-        raise ValueError("run_steps needs exactly one budget: total steps or seconds")
-    history.setdefault("elapsed", [math.nan] * len(history["step"]))  # checkpoints written before it existed
-    spent = float(history["seconds"])
-    step = start
 
-    def progress():
-        if seconds is None:
-            return Fraction(step, total)
-        return min(spent / seconds, 1.0)
+    key = "loss"
+    seed_salt = 0
 
-    def done():
-        return step >= total if seconds is None else spent >= seconds
+    def checkpoint(self) -> dict:
+        raise NotImplementedError
 
-    if done():
-        if bar is not None:
-            bar.close()
-        save(step)
-        return step
+    def initialise(self, train_set, device) -> None:
+        """No data-dependent initialisation by default."""
+
+    def postfix(self, history: dict) -> dict:
+        post = {self.key: f"{history[f'train_{self.key}'][-1]:.4g}"}
+        if history[f"val_{self.key}"]:
+            post["val"] = f"{history[f'val_{self.key}'][-1]:.4g}"
+        return post
+
+
+class Run:
+    """The state of one training run: Adam, the gradient scaler, the step, the training seconds spent and
+    the history (per step: ``step``, ``elapsed`` seconds, ``train_<key>``; per validation: ``val_step``,
+    ``val_<key>``; ``seconds`` in all). ``state`` (a checkpoint's) resumes one."""
+
+    def __init__(self, objective: Objective, config: TrainingSettings, budget: dict, device, state=None):
+        self.budget, key = budget, objective.key
+        self.opt = torch.optim.Adam(objective.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=config.mixed_precision and device.type == "cuda")
+        self.history = {"step": [], "elapsed": [], f"train_{key}": [], "val_step": [], f"val_{key}": [],
+                        "seconds": 0.0}
+        self.step = 0
+        if state is not None:
+            self.opt.load_state_dict(state["train"]["optimizer"])
+            self.scaler.load_state_dict(state["train"]["scaler"])
+            self.history, self.step = state["train"]["history"], int(state["train"]["step"])
+        # checkpoints written before ``elapsed`` existed
+        self.history.setdefault("elapsed", [math.nan] * len(self.history["step"]))
+        self.spent = float(self.history["seconds"])
+
+    def progress(self):
+        """The fraction of the budget used: a Fraction of steps, or a float of seconds."""
+        if "seconds" in self.budget:
+            return min(self.spent / self.budget["seconds"], 1.0)
+        return Fraction(self.step, self.budget["steps"])
+
+    def done(self) -> bool:
+        if "seconds" in self.budget:
+            return self.spent >= self.budget["seconds"]
+        return self.step >= self.budget["steps"]
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+
+    def record(self, loss: float, seconds: float, key: str) -> None:
+        """One step done: it took ``seconds`` of training time (all processes agreed) and had ``loss``."""
+        self.step += 1
+        self.spent = seconds
+        self.history["step"].append(self.step)
+        self.history["elapsed"].append(seconds)
+        self.history[f"train_{key}"].append(loss)
+
+    def record_validation(self, loss: float, key: str) -> None:
+        self.history["val_step"].append(self.step)
+        self.history[f"val_{key}"].append(loss)
+
+    def state(self) -> dict:
+        """The training state of a checkpoint (its ``"train"`` entry)."""
+        self.history["seconds"] = self.spent
+        return {"step": self.step, "budget": self.budget, "optimizer": self.opt.state_dict(),
+                "scaler": self.scaler.state_dict(), "history": self.history}
+
+
+# ---- the loop ------------------------------------------------------------------------------------------
+def fit(objective: Objective, train_set, val_set, config: TrainingSettings, *, budget: dict, device: torch.device,
+        out=None, state: dict | None = None, desc: str = "train", workers: int = 0, progress: bool = True,
+        clock=time.perf_counter) -> dict:
+    """Train ``objective``'s parameters on ``train_set`` within ``budget``; returns the run's history.
+
+    objective: an :class:`Objective`, already on ``device`` (the caller seeds torch with ``config.seed``
+    and builds the model before). train_set / val_set: datasets whose item ``i`` is fixed (a tensor or a
+    tuple of tensors, stacked by ``default_collate``). budget: from :func:`resolve_budget`. out: the
+    checkpoint (None: no file). state: the checkpoint being resumed (its weights already loaded by the
+    caller). clock: reads the time (tests pass a fake one).
+    """
+    rank, world = dist_info()
+    c, key = config, objective.key
+    run = Run(objective, c, budget, device, state)
+    if state is None:
+        with torch.no_grad():
+            objective.initialise(train_set, device)
+    model, agree = _parallel(objective, device, world, budget)
+    bar = training_bar(budget, run.step, run.spent, desc) if progress and rank == 0 else None
+    loader = step_loader(train_set, run.step, budget.get("steps", UNBOUNDED_STEPS), c.batch_size, rank, world, workers)
+
+    def save():  # the history's seconds are brought up to date even without a file
+        train = run.state()
+        if rank == 0 and out is not None:
+            save_torch({**objective.checkpoint(), "train": train}, out)
+
     t0 = clock()
-    for batch in loader:
-        if lr_at is not None:
-            lr = lr_at(progress())
-            for group in opt.param_groups:
-                group["lr"] = lr
-        torch.manual_seed(step_seed(step))
-        loss = loss_of(batch)
+    for batch in (() if run.done() else loader):
+        run.set_lr(scheduled_lr(c, run.progress()))
+        torch.manual_seed(step_seed(c.seed, run.step, rank + objective.seed_salt))
+        with autocast_for(device, c.mixed_precision):
+            loss = model(_to(batch, device))
         if not torch.isfinite(loss):
-            history["seconds"] = spent
-            save(step)
-            raise FlowsepError(f"training diverged at step {step} (loss {float(loss.detach())}); lower the "
+            save()
+            raise FlowsepError(f"training diverged at step {run.step} (loss {float(loss.detach())}); lower the "
                                "learning rate or resume from the last checkpoint")
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        nn.utils.clip_grad_norm_(params, grad_clip)
-        scaler.step(opt)
-        scaler.update()
-        step += 1
-        before = spent
-        spent += clock() - t0
-        if agree is not None:
-            spent = agree(spent)
-        history["step"].append(step)
-        history["elapsed"].append(spent)
-        history[f"train_{key}"].append(float(loss.detach()))
-        finished = done()
-        if validate is not None and (step % val_every == 0 or finished):
-            history["val_step"].append(step)
-            history[f"val_{key}"].append(validate())
-        if bar is not None:
-            if postfix is not None:
-                bar.set_postfix(postfix(history), refresh=False)
-            if seconds is None:
-                bar.update(1)
-            else:  # whole seconds; a finished run fills the bar (its last step may end a fraction short)
-                bar.update(bar.total - bar.n if finished else int(spent) - int(before))
-        if finished:
+        run.opt.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.unscale_(run.opt)
+        nn.utils.clip_grad_norm_(list(objective.parameters()), c.grad_clip)
+        run.scaler.step(run.opt)
+        run.scaler.update()
+        before = run.spent
+        run.record(float(loss.detach()), agree(run.spent + clock() - t0), key)
+        if rank == 0 and (run.step % c.val_every == 0 or run.done()):
+            run.record_validation(validate(objective, val_set, c.val_batches, c.batch_size // world, device,
+                                           c.mixed_precision), key)
+        _advance(bar, run, before, objective)
+        if run.done():
             break
-        if step % checkpoint_every == 0:
-            history["seconds"] = spent
-            save(step)
+        if run.step % c.checkpoint_every == 0:
+            save()
         t0 = clock()
     if bar is not None:
         bar.close()
-    history["seconds"] = spent
-    save(step)
-    return step
+    save()
+    end_distributed(world)
+    return run.history
+
+
+def _advance(bar, run: Run, before: float, objective: Objective) -> None:
+    """Move the progress bar on by one step (steps) or by the whole seconds it took (a time budget)."""
+    if bar is None:
+        return
+    bar.set_postfix(objective.postfix(run.history), refresh=False)
+    if "seconds" not in run.budget:
+        bar.update(1)
+    else:  # whole seconds; a finished run fills the bar (its last step may end a fraction short)
+        bar.update(bar.total - bar.n if run.done() else int(run.spent) - int(before))
 
 
 def training_bar(budget: dict, start: int, spent: float, desc: str):
@@ -248,78 +336,28 @@ def start_distributed(device: torch.device, world: int) -> torch.device:
     return device
 
 
-def _largest_across_processes(device: torch.device):
-    """seconds -> the largest seconds of any process (so that every process stops at the same step)."""
+def end_distributed(world: int) -> None:
+    """Leave the process group of a ``torchrun`` run, once every process is there."""
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def _parallel(objective: Objective, device: torch.device, world: int, budget: dict):
+    """(the model to call: ``objective``, or its DistributedDataParallel wrapper in a run of ``world`` > 1
+    processes; agree(seconds) -> the largest seconds of any process, so that under a time budget every
+    process stops at the same step and uses the same learning rate)."""
+    if world == 1:
+        return objective, lambda spent: spent
+    model = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
+    if "seconds" not in budget:
+        return model, lambda spent: spent
+
     def agree(spent: float) -> float:
         t = torch.tensor([spent], dtype=torch.float64, device=device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return float(t)
-    return agree
-
-
-def fit(objective: nn.Module, train_set, val_set, config, *, budget: dict, device: torch.device,
-        checkpoint: Callable[[], dict], out=None, state: dict | None = None,
-        initialise: Callable[[], None] | None = None, key: str = "loss", desc: str = "train",
-        postfix: Callable[[dict], dict] | None = None, seed_salt: int = 0, workers: int = 0,
-        progress: bool = True) -> dict:
-    """Train ``objective``'s parameters on ``train_set`` within ``budget``; returns the run's history.
-
-    objective: ``forward(batch) -> scalar loss``, already on ``device``. train_set / val_set: datasets whose
-    item ``i`` is fixed (a tensor or a tuple of tensors; batches are stacked by ``default_collate``).
-    config: the model's settings; fit reads ``seed, lr, grad_clip, batch_size, mixed_precision, val_batches,
-    val_every, checkpoint_every``, ``steps`` and the decay (:func:`scheduled_lr`) and ``weight_decay`` where
-    the config has them (:class:`flowsep.prior.PriorConfig` and
-    :class:`flowsep.baselines.models.SupervisedConfig` do). budget: from :func:`resolve_budget`.
-    checkpoint(): the model's part of a checkpoint (its config and weights), written with the training
-    state to ``out`` (atomically; None: no file). state: the checkpoint being resumed (its weights already
-    loaded by the caller); fit restores the optimiser, the scaler, the history and the step from it.
-    initialise(): a data-dependent initialisation (fresh runs only, under no_grad), e.g. ActNorm's on the
-    run's first global batch. The caller seeds torch with ``config.seed`` and builds the model before.
-    key: the loss's name in the history (``train_<key>``, ``val_<key>``). seed_salt: added to the rank in
-    :func:`step_seed` (keeps each model's published stream of dropout seeds).
-    """
-    rank, world = dist_info()
-    c = config
-    opt = torch.optim.Adam(objective.parameters(), lr=c.lr, weight_decay=getattr(c, "weight_decay", 0.0))
-    amp = c.mixed_precision
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
-    history = {"step": [], "elapsed": [], f"train_{key}": [], "val_step": [], f"val_{key}": [], "seconds": 0.0}
-    start = 0
-    if state is not None:
-        opt.load_state_dict(state["train"]["optimizer"])
-        scaler.load_state_dict(state["train"]["scaler"])
-        history = state["train"]["history"]
-        start = int(state["train"]["step"])
-    elif initialise is not None:
-        with torch.no_grad():
-            initialise()
-    model = objective
-    if world > 1:
-        model = nn.parallel.DistributedDataParallel(objective,
-                                                    device_ids=[device.index] if device.type == "cuda" else None)
-
-    def save(step):
-        if rank == 0 and out is not None:
-            save_torch({**checkpoint(), "train": {"step": step, "budget": budget, "optimizer": opt.state_dict(),
-                                                  "scaler": scaler.state_dict(), "history": history}}, out)
-
-    def loss_of(batch):
-        with autocast_for(device, amp):
-            return model(_to(batch, device))
-
-    agree = _largest_across_processes(device) if world > 1 and "seconds" in budget else None
-    bar = training_bar(budget, start, history["seconds"], desc) if progress and rank == 0 else None
-    loader = step_loader(train_set, start, budget.get("steps", UNBOUNDED_STEPS), c.batch_size, rank, world, workers)
-    run_steps(loader, loss_of, list(objective.parameters()), opt, scaler, c.grad_clip, start=start,
-              total=budget.get("steps"), seconds=budget.get("seconds"), lr_at=lambda p: scheduled_lr(c, p),
-              agree=agree, step_seed=lambda s: step_seed(c.seed, s, rank + seed_salt), history=history, key=key,
-              validate=(lambda: validate(objective, val_set, c.val_batches, c.batch_size // world, device, amp))
-              if rank == 0 else None, val_every=c.val_every, checkpoint_every=c.checkpoint_every, save=save,
-              bar=bar, postfix=postfix)
-    if world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
-    return history
+    return model, agree
 
 
 # ---- resuming and caching ------------------------------------------------------------------------------

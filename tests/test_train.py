@@ -1,4 +1,6 @@
 """Training: the likelihood improves, resume is exact, DDP runs, checkpoints are atomic, bad input is caught."""
+import copy
+import dataclasses
 import os
 import subprocess
 import sys
@@ -10,6 +12,7 @@ import torch
 
 from flowsep import FlowPrior, FlowsepError, PriorConfig
 from flowsep.train import NLL, train_prior
+from flowsep.trainer import Objective
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
@@ -151,56 +154,85 @@ def test_atomic_writes_leave_no_temporary_file_and_normal_permissions(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
 
 
-def _toy_loop(losses, **kwargs):
-    """run_steps on a one-parameter model whose loss at step s is losses[s] * w; returns (saves, history)."""
-    from flowsep.trainer import run_steps
-    w = torch.nn.Parameter(torch.ones(()))
-    opt = torch.optim.SGD([w], lr=0.1)
-    scaler = torch.amp.GradScaler("cuda", enabled=False)
-    saves, history = [], {"step": [], "train_x": [], "val_step": [], "val_x": [], "seconds": 0.0}
-    settings = dict(start=0, total=len(losses), step_seed=lambda s: s, history=history, key="x",
-                    validate=lambda: float(w.detach()), val_every=2, checkpoint_every=3, save=saves.append)
-    settings.update(kwargs)
-    run_steps(iter(losses), lambda v: v * w, [w], opt, scaler, 4.0, **settings)
-    return saves, history
+class _Toy(Objective):
+    """A one-parameter model whose loss on the item of step s is losses[s] * w (Adam moves w by lr a step)."""
+
+    key = "x"
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, batch):
+        return (batch * self.w).sum()
+
+    def checkpoint(self):
+        return {"w": float(self.w.detach())}
 
 
-def test_run_steps_validates_and_checkpoints_on_schedule():
-    saves, history = _toy_loop([1.0] * 7)
+def _toy_fit(losses, monkeypatch, saves, budget=None, state=None, toy=None, clock=None, **settings):
+    """fit on :class:`_Toy`, item s of the training set losses[s], validation items 1.0 (so val_x is w);
+    ``saves`` receives the training state of every checkpoint, in order. Returns (the history, the toy)."""
+    from flowsep import trainer
+    monkeypatch.setattr(trainer, "save_torch", lambda ckpt, out: saves.append(copy.deepcopy(ckpt["train"])))
+    config = trainer.TrainingSettings(**{**dict(steps=len(losses), batch_size=1, lr=0.1, grad_clip=4.0,
+                                                mixed_precision=False, val_every=2, val_batches=1,
+                                                checkpoint_every=3), **settings})
+    toy = toy or _Toy()
+    history = trainer.fit(toy, [torch.tensor(v) for v in losses], [torch.tensor(1.0)], config,
+                          budget=budget or {"steps": len(losses)}, device=torch.device("cpu"), out="unused",
+                          state=state, progress=False, **({"clock": clock} if clock else {}))
+    return history, toy
+
+
+def test_the_loop_validates_and_checkpoints_on_schedule(monkeypatch):
+    saves = []
+    history, _ = _toy_fit([1.0] * 7, monkeypatch, saves)
     assert history["step"] == [1, 2, 3, 4, 5, 6, 7]
     assert history["train_x"] == pytest.approx([1.0 - 0.1 * s for s in range(7)])  # the loss is w itself
     assert history["val_step"] == [2, 4, 6, 7]
-    assert history["val_x"][0] == pytest.approx(1.0 - 2 * 0.1)  # two SGD steps on d(w)/dw = 1
-    assert saves == [3, 6, 7]  # every 3 steps, then the end
+    assert history["val_x"][0] == pytest.approx(1.0 - 2 * 0.1)  # two Adam steps of lr on d(w)/dw = 1
+    assert [s["step"] for s in saves] == [3, 6, 7]  # every 3 steps, then the end
     assert history["seconds"] >= 0
 
 
-def test_run_steps_stops_on_a_non_finite_loss_after_saving():
+def test_the_loop_stops_on_a_non_finite_loss_after_saving(monkeypatch):
     saves = []
     with pytest.raises(FlowsepError, match="diverged at step 2"):
-        _toy_loop([1.0, 1.0, float("nan"), 1.0], save=saves.append)
-    assert saves == [2], "the last good state must be saved before stopping"
+        _toy_fit([1.0, 1.0, float("nan"), 1.0], monkeypatch, saves)
+    assert [s["step"] for s in saves] == [2], "the last good state must be saved before stopping"
 
 
-def test_run_steps_stops_at_a_time_budget_and_resumes_within_it():
+def test_the_loop_stops_at_a_time_budget_and_resumes_within_it(monkeypatch):
     """A fake clock: each step takes exactly 1 s; validation and checkpoints take clock time that is not counted."""
     ticks = iter(range(10_000))
     clock = lambda: float(next(ticks))
-    lr_at = lambda progress: 0.1 if progress < 0.5 else 0.01
-    saves, history = _toy_loop([1.0] * 50, total=None, seconds=4.5, clock=clock, lr_at=lr_at)
+    # the rate decays x0.1 once half the budget is used: 0, 1/4.5, 2/4.5 -> 0.1; then 0.01
+    decay = dict(steps=2, lr_decay=0.1, lr_decay_every=1)
+    saves = []
+    history, toy = _toy_fit([1.0] * 50, monkeypatch, saves, budget={"seconds": 4.5}, clock=clock, **decay)
     assert history["step"] == [1, 2, 3, 4, 5]          # the first step that reaches 4.5 s is the last
     assert history["elapsed"] == [1.0, 2.0, 3.0, 4.0, 5.0] and history["seconds"] == 5.0
-    assert history["val_step"] == [2, 4, 5] and saves == [3, 5]
-    # the rate follows the fraction of the budget used before each step: 0, 1/4.5, 2/4.5 -> 0.1; then 0.01
+    assert history["val_step"] == [2, 4, 5] and [s["step"] for s in saves] == [3, 5]
     assert history["train_x"] == pytest.approx([1.0, 0.9, 0.8, 0.7, 0.69])
     # resume: the seconds already spent count, so two more steps reach a 7 s budget
-    from flowsep.trainer import run_steps
-    w = torch.nn.Parameter(torch.ones(()))
-    run_steps(iter([1.0] * 50), lambda v: v * w, [w], torch.optim.SGD([w], lr=0.1),
-              torch.amp.GradScaler("cuda", enabled=False), 4.0, start=5, seconds=7.0, step_seed=lambda s: s,
-              history=history, key="x", val_every=100, checkpoint_every=100, save=saves.append, clock=clock)
+    history, _ = _toy_fit([1.0] * 50, monkeypatch, saves, budget={"seconds": 7.0}, state={"train": saves[-1]},
+                          toy=toy, clock=clock, checkpoint_every=100, val_every=100, **decay)
     assert history["step"] == [1, 2, 3, 4, 5, 6, 7] and history["elapsed"][5:] == [6.0, 7.0]
-    assert saves[-1] == 7
+    assert saves[-1]["step"] == 7
+
+
+def test_both_configs_share_the_loops_settings():
+    from flowsep.baselines.models import SupervisedConfig
+    from flowsep.trainer import TrainingSettings, decay_count
+    umx, prior = SupervisedConfig.preset("openunmix", "smoke"), PriorConfig.preset("smoke")
+    assert isinstance(umx, TrainingSettings) and isinstance(prior, TrainingSettings)
+    assert decay_count(1.0, umx) == 0 and prior.weight_decay == 0.0   # no decay; no weight decay
+    # a checkpoint written before the shared settings existed reads as the same configuration
+    old = {k: v for k, v in dataclasses.asdict(prior).items() if k != "weight_decay"}
+    assert PriorConfig.from_dict(old) == prior
+    old = {k: v for k, v in dataclasses.asdict(umx).items() if k not in ("lr_decay", "lr_decay_every")}
+    assert SupervisedConfig.from_dict(old) == umx
 
 
 def test_learning_rate_decays_at_fractions_of_the_budget():

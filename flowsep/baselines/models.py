@@ -49,6 +49,7 @@ from ..device import resolve_device
 from ..errors import FlowsepError
 from ..filtering import multichannel_wiener
 from ..prior import PriorConfig
+from ..trainer import TrainingSettings
 from ..spectral import CrossFade, as_channels_first, fit_length, istft, resample, stft
 from .waveunet import WaveUNet
 
@@ -130,8 +131,13 @@ def training_budget(profile: str) -> dict:
 
 
 @dataclass
-class SupervisedConfig:
-    """Everything that defines a supervised baseline and its training; saved inside every checkpoint."""
+class SupervisedConfig(TrainingSettings):
+    """Everything that defines a supervised baseline and its training; saved inside every checkpoint.
+
+    The training settings are :class:`flowsep.trainer.TrainingSettings`' (steps, train_seconds, batch_size,
+    lr, weight_decay, grad_clip, mixed_precision, val_every, val_batches, checkpoint_every, seed; the
+    learning rate is constant: no decay).
+    """
 
     model: str = "openunmix"
     profile: str = "custom"
@@ -140,21 +146,10 @@ class SupervisedConfig:
     channels: int = 2               # audio channels of the network (1: each input channel on its own)
     arch: dict = field(default_factory=dict)
     # training (the budget: steps x batch_size examples of segment_seconds each)
-    steps: int = 1000
-    train_seconds: float = 0.0      # > 0: a wall-clock budget (seconds of training) used instead of `steps`
-    batch_size: int = 16
     segment_seconds: float = 1.0
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    grad_clip: float = 5.0
     remix: bool = True              # stems of an example drawn from independent songs and positions
     gain: tuple = (0.5, 1.25)       # random gain per stem
-    mixed_precision: bool = True    # fp16 autocast + grad scaling on CUDA only
-    val_every: int = 250
-    val_batches: int = 2
-    checkpoint_every: int = 250
     stat_batches: int = 4           # Open-Unmix: batches of mixtures for the input normalisation
-    seed: int = 0
     # separation
     chunk_seconds: float = 10.0     # long inputs are separated in overlapping chunks of this length
 

@@ -37,7 +37,7 @@ from ..data.musdb import is_musdb_root, resolve_root, track_stems, training_db
 from ..device import resolve_device
 from ..errors import FlowsepError
 from ..io import check_format, load_torch
-from ..trainer import ensure_trained, fit, resolve_budget, resume_from
+from ..trainer import Objective, ensure_trained, fit, resolve_budget, resume_from
 from .models import CHECKPOINT_FORMAT, SupervisedConfig, SupervisedSeparator, build_network
 
 #: added to the process's rank in the seed of every training step (:func:`flowsep.trainer.step_seed`)
@@ -70,20 +70,31 @@ def load_stem_tracks(root, targets, rate: int, channels: int, split: str = "trai
     return out
 
 
-class SupervisedLoss(nn.Module):
+class SupervisedLoss(Objective):
     """The training objective of a supervised network: ``forward([mixture, stems]) -> net.loss(mixture, stems)``.
 
     mixture: (B, C, samples), stems: (B, targets, C, samples), as :class:`flowsep.data.chunks.StemChunks`
     batches them. A module, so that DistributedDataParallel can wrap it.
     """
 
-    def __init__(self, net: nn.Module):
+    seed_salt = SEED_SALT
+
+    def __init__(self, net: nn.Module, config: SupervisedConfig):
         super().__init__()
-        self.net = net
+        self.net, self.config = net, config
 
     def forward(self, batch) -> torch.Tensor:
         mixture, stems = batch
         return self.net.loss(mixture, stems)
+
+    def checkpoint(self) -> dict:
+        return checkpoint_dict(self.net, self.config)
+
+    def initialise(self, train_set, device) -> None:
+        """Open-Unmix normalises its input with the training mixtures' per-bin mean and deviation."""
+        if hasattr(self.net, "set_input_statistics"):
+            n = self.config.stat_batches * self.config.batch_size
+            self.net.set_input_statistics(torch.stack([train_set[k][0] for k in range(n)]).to(device))
 
 
 def checkpoint_dict(net: nn.Module, config: SupervisedConfig) -> dict:
@@ -159,21 +170,8 @@ def train_supervised(name: str, data, profile: str = "cpu", out=None, steps: int
     if state is not None:
         net.load_state_dict(state["model"]["state_dict"])
 
-    def initialise():  # Open-Unmix normalises its input with the training mixtures' per-bin mean and deviation
-        n = c.stat_batches * c.batch_size
-        net.set_input_statistics(torch.stack([train_set[k][0] for k in range(n)]).to(dev))
-
-    def postfix(h):
-        post = {"loss": f"{h['train_loss'][-1]:.4g}"}
-        if h["val_loss"]:
-            post["val"] = f"{h['val_loss'][-1]:.4g}"
-        return post
-
-    history = fit(SupervisedLoss(net), train_set, val_set, c, budget=budget, device=dev, out=out, state=state,
-                  checkpoint=lambda: checkpoint_dict(net, c),
-                  initialise=initialise if hasattr(net, "set_input_statistics") else None, key="loss",
-                  desc=f"train {c.display_name}", postfix=postfix, seed_salt=SEED_SALT, workers=workers,
-                  progress=progress)
+    history = fit(SupervisedLoss(net, c), train_set, val_set, c, budget=budget, device=dev, out=out, state=state,
+                  desc=f"train {c.display_name}", workers=workers, progress=progress)
     return SupervisedSeparator(net, c, device=dev, history=history)
 
 
