@@ -73,19 +73,38 @@ def test_stem_chunks_sum_and_loader_slices():
         step_loader(ds, 0, 1, batch=3, world=2)
 
 
+def test_a_cached_synthetic_set_of_an_older_format_is_generated_again(tmp_path, monkeypatch):
+    """Bumping flowsep.data.synth.FORMAT (the generated audio changed) regenerates the book's cached set."""
+    import json
+
+    from flowsep import cache
+    from flowsep.data import synth
+    monkeypatch.setenv("FLOWSEP_DATA", str(tmp_path))
+    monkeypatch.setitem(cache.DATASET_SIZES, "smoke", (1, 1, 2.0))
+    root = cache.ensure_dataset("smoke", progress=False)
+    assert json.loads((root / synth.MANIFEST).read_text())["format"] == synth.FORMAT
+    (root / "left-by-the-old-set").write_text("")
+    assert cache.ensure_dataset("smoke", progress=False) == root and (root / "left-by-the-old-set").exists()
+    monkeypatch.setattr(synth, "FORMAT", synth.FORMAT + 1)
+    assert cache.ensure_dataset("smoke", progress=False) == root
+    assert json.loads((root / synth.MANIFEST).read_text())["format"] == synth.FORMAT
+    assert not (root / "left-by-the-old-set").exists() and (root / "complete").is_file()
+
+
 def test_a_cached_synthetic_set_of_other_settings_is_refused(tmp_path, monkeypatch):
     """A set made by an older flowsep with other sizes is not silently used as the profile's."""
     import json
 
     from flowsep.cache import DATASET_SIZES, ensure_dataset
-    from flowsep.data.synth import MANIFEST
+    from flowsep.data.synth import FORMAT, MANIFEST
     monkeypatch.setenv("FLOWSEP_DATA", str(tmp_path))
     old = tmp_path / "synth-cpu-seed0"
     old.mkdir()
     (old / "complete").write_text("")
     n_train, n_test, seconds = DATASET_SIZES["cpu"]
-    (old / MANIFEST).write_text(json.dumps({"n_train": n_train, "n_test": n_test - 2, "seconds": seconds}))
+    same = {"format": FORMAT}  # of the same generated audio (another FORMAT is generated again, above)
+    (old / MANIFEST).write_text(json.dumps({**same, "n_train": n_train, "n_test": n_test - 2, "seconds": seconds}))
     with pytest.raises(FlowsepError, match="other settings"):
         ensure_dataset("cpu", progress=False)
-    (old / MANIFEST).write_text(json.dumps({"n_train": n_train, "n_test": n_test, "seconds": seconds}))
+    (old / MANIFEST).write_text(json.dumps({**same, "n_train": n_train, "n_test": n_test, "seconds": seconds}))
     assert ensure_dataset("cpu", progress=False) == old
