@@ -3,9 +3,8 @@
 Colab's stack as tests/data/colab_stack.txt lists it (Python 3.13, torch 2.11, numpy 2.1, pandas 2.2,
 IPython 7, ipywidgets 7, ...) is installed once into a *base* environment, cached under
 ``$FLOWSEP_COLAB_CACHE`` (default ``~/.cache/flowsep/colab``) and rebuilt when the list changes. Each test
-session then makes a fresh, empty *runtime* environment on top of it: the base's packages are on its path
-(as Colab's preinstalled packages are; pip sees them and can tell what it would change), and whatever the
-chapters' first cell installs lands in the runtime, so the base stays as Colab ships it. Its kernel
+session then makes a fresh *runtime* environment from it (a copy made of hard links), where the chapters'
+first cell installs what it installs; the base stays as Colab ships it. Its kernel
 (Colab's ipykernel) imports ``google.colab``, numpy, pandas and matplotlib before the first cell, as
 Colab's does. ``google-colab`` itself is a stand-in: a module that says "on Colab" and a distribution that
 requires pandas==2.2.3 as the real one does, so pip reports a change of pandas as a conflict.
@@ -107,16 +106,19 @@ def base_environment(stack=STACK, log=print) -> Path:
 
 
 def runtime_environment(base: Path, folder: Path) -> Path:
-    """A fresh, empty environment in ``folder`` with the base's packages on its path: its python."""
-    version, _ = read_stack()
-    python = find_python(version)
-    subprocess.run([str(python), "-m", "venv", "--without-pip", str(folder)], check=True)
-    runtime_python = folder / "bin" / "python"
-    base_site = site_packages(base / "bin" / "python")
-    # processed as a site dir, so the base's own .pth files work as they do on Colab
-    (site_packages(runtime_python) / "colab_preinstalled.pth").write_text(
-        f"import site; site.addsitedir({str(base_site)!r})\n")
-    return runtime_python
+    """A fresh copy of the base environment in ``folder`` (hard links where it can: instant, and pip replaces files
+    rather than writing into them, so the base stays as it is): its python.
+
+    Colab's packages are the interpreter's own, not a layer on a path: pip's isolated builds do not see
+    them. A copy keeps that true, where a path added by a .pth file would not.
+    """
+    if subprocess.run(["cp", "-al", str(base), str(folder)], capture_output=True).returncode:
+        shutil.rmtree(folder, ignore_errors=True)   # another file system: a plain copy
+        subprocess.run(["cp", "-a", str(base), str(folder)], check=True)
+    (folder / "ready").unlink()
+    python = folder / "bin" / "python"
+    # the venv's own configuration names no folder; its scripts do, and the simulation runs none of them
+    return python
 
 
 def kernel(runtime_python: Path, folder: Path) -> dict:

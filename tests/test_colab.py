@@ -137,7 +137,7 @@ def _versions(python) -> dict[str, str]:
     code = ("import importlib.util, json, sys; spec = importlib.util.spec_from_file_location('s', sys.argv[1]); "
             "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); print(json.dumps(m.installed()))")
     out = subprocess.run([str(python), "-c", code, colab_setup.__file__], capture_output=True, text=True,
-                         check=True).stdout
+                         check=True, cwd=Path(python).parent).stdout   # not here: the checkout is on the path
     return json.loads(out)
 
 
@@ -204,7 +204,8 @@ def test_first_cell_installs_flowsep_and_changes_nothing_colab_ships(colab):
     assert "flowsep" in colab.report["installed"]
     assert colab.report["first_cell_output"].startswith(f"flowsep {colab.ref[:10]} installed")
     code = "import flowsep, sys; print(flowsep.__file__)"
-    where = subprocess.run([str(colab.python), "-c", code], capture_output=True, text=True, check=True).stdout
+    where = subprocess.run([str(colab.python), "-c", code], capture_output=True, text=True, check=True,
+                           cwd=colab.tmp).stdout
     assert where.startswith(str(colab.tmp / "runtime")), f"flowsep imported from {where}, not from the runtime"
     assert _versions(colab.base / "bin" / "python") == colab.preinstalled, "the base environment changed"
 
