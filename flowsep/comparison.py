@@ -2,6 +2,10 @@
 
 Chapter: "Evaluation".
 
+The systems are a registry, :data:`SYSTEMS` (each a :class:`System`: key, name, kind, and how it is built),
+and :func:`run_benchmark` is three plain steps over them: :func:`build` (train or reuse), :func:`score`
+(separate and score the test tracks), :func:`report` (the table, the ledger).
+
 :func:`run_benchmark` trains what needs training on the train split of a MUSDB18-format root — the four
 InstGlow priors (vocals, drums, bass, other; :func:`flowsep.cache.ensure_prior`) and the four supervised
 systems (Open-Unmix, Demucs, Conv-TasNet, Wave-U-Net; :mod:`flowsep.baselines`), every one with the
@@ -26,6 +30,8 @@ every system, the oracles and the mixture-as-estimate bound included, scores the
 * ``models/<system>.pt``: the supervised checkpoints (reused, or resumed, by the next run);
   ``models/<system>-<S>s.pt`` and ``priors/seconds<S/4>/`` for a race at equal training time (InstGlow
   uses the book's priors instead when the profile trains each prior for S/4: :func:`race_prior_bundle`);
+* ``demo/<system>/<target>.wav`` for the first test track, and ``demo/reference/`` with its mixture
+  and true stems: the book's grid of audio players (an excerpt of ``demo_seconds``, 16-bit).
 
 Budgets. ``steps=N`` (or the profile's steps) is the step-matched race: every network, each prior and each
 supervised model, takes N steps of the same batch size and example length. ``train_seconds=S`` is the race
@@ -34,15 +40,15 @@ writing not counted, for every model alike; :func:`flowsep.trainer.fit`); InstGl
 networks trained one after the other, so each prior gets S/4 and the four together S. (Giving each prior
 S would grant InstGlow four times the compute of any other system; Open-Unmix, whose four per-target
 networks train together inside one step here, is held to S as a whole too.)
-* ``demo/<system>/<target>.wav`` for the first test track, and ``demo/reference/`` with its mixture
-  and true stems: the book's grid of audio players (an excerpt of ``demo_seconds``, 16-bit).
 """
 from __future__ import annotations
 
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -51,7 +57,7 @@ from . import __version__, ledger
 from .baselines import MixtureAsEstimate, OracleRatioMask, OracleWiener, ensure_supervised, training_budget
 from .bundle import is_bundle, load_bundle, read_manifest, train_into_bundle
 from .cache import ensure_dataset, ensure_prior, prior_bundle_path
-from .constants import TARGETS, counted
+from .constants import DISPLAY_NAMES, TARGETS, counted
 from .data.musdb import is_musdb_root, resolve_root
 from .data.synth import MANIFEST
 from .errors import FlowsepError
@@ -66,18 +72,37 @@ BOOTSTRAP_SEED = 0
 TABLE_COLUMNS = ["system", "kind", "key", *TARGETS, "mean", "steps", "train_seconds", "budget_seconds", "rtf",
                  "song_mean", "ci_low", "ci_high", "diff_instglow", "diff_ci_low", "diff_ci_high", "wins",
                  "losses", "songs"]
-#: (key, name in the table, kind), in the order of the table
-SYSTEMS = (
-    ("instglow", "InstGlow", "source-only"),
-    ("openunmix", "Open-Unmix", "supervised"),
-    ("demucs", "Demucs", "supervised"),
-    ("convtasnet", "Conv-TasNet", "supervised"),
-    ("waveunet", "Wave-U-Net", "supervised"),
-    ("oracle-irm", "oracle IRM", "oracle"),
-    ("oracle-mwf", "oracle MWF", "oracle"),
-    ("mixture", "mixture", "bound"),
-)
-SYSTEM_KEYS = tuple(k for k, _, _ in SYSTEMS)
+
+
+class System(NamedTuple):
+    """A system of the comparison: its key, its name in tables (:data:`flowsep.constants.DISPLAY_NAMES`) and
+    its kind ("source-only", "supervised", "oracle" or "bound"). ``system.build(race)`` trains it (or reuses
+    what was trained) for a :class:`Race` and returns it :class:`Built`."""
+
+    key: str
+    name: str
+    kind: str
+
+    def build(self, race: "Race") -> "Built":
+        return BUILDERS[self.kind](self, race)
+
+
+class Built(NamedTuple):
+    """A system ready to separate (``separator(mixture, rate) -> {target: estimate}``) and what its training
+    took: steps and seconds (InstGlow: its four priors together), the seconds it was allowed (NaN: none)."""
+
+    separator: object
+    steps: float = math.nan
+    seconds: float = math.nan
+    allowed: float = math.nan
+
+
+#: every system, in the order of the table
+SYSTEMS = tuple(System(key, DISPLAY_NAMES[key], kind) for key, kind in (
+    ("instglow", "source-only"), ("openunmix", "supervised"), ("demucs", "supervised"),
+    ("convtasnet", "supervised"), ("waveunet", "supervised"), ("oracle-irm", "oracle"), ("oracle-mwf", "oracle"),
+    ("mixture", "bound")))
+SYSTEM_KEYS = tuple(s.key for s in SYSTEMS)
 
 
 class TimedSystem:
@@ -224,8 +249,10 @@ def _last_step(history) -> float:
     return float(steps[-1]) if steps else math.nan
 
 
-#: chapter 6's race: seconds of training per learned system at each profile (at ``paper``, none: the race
-#: there is the published step budget)
+# ---- the book's settings: chapters 6 and 7 read them, nothing in the library does --------------------------
+#: THE BOOK'S: chapter 6's race, seconds of training per learned system at each profile (at ``paper``, none:
+#: the race there is the published step budget); at cpu and gpu four times a prior's ``train_seconds``, so
+#: that chapter 4's priors are InstGlow's entry (:func:`race_prior_bundle`)
 RACE_SECONDS = {"smoke": 4.0, "cpu": 120.0, "gpu": 720.0}
 
 
@@ -257,6 +284,71 @@ def race_prior_bundle(profile: str, root, seconds: float, models_dir, source: st
     return Path(models_dir) / "priors" / f"seconds{seconds:g}"
 
 
+@dataclass(frozen=True)
+class Race:
+    """The settings of one run of the comparison, checked (:func:`plan_race`); see :func:`run_benchmark`.
+
+    root: the dataset; listed: its test tracks (excerpts, if any) and names their names; budget: the
+    profile's training budget (:func:`flowsep.baselines.models.training_budget`); steps or train_seconds:
+    the run's own budget (None: the profile's); models_dir: where trained models and time-budget priors are
+    kept; systems: the :class:`System` s to run; log: a print-like function.
+    """
+
+    data: object
+    root: Path
+    listed: list
+    profile: str
+    out: Path
+    models_dir: Path
+    budget: dict
+    systems: tuple
+    steps: int | None = None
+    train_seconds: float | None = None
+    iterations: int = 150
+    protocol: str = "standard"
+    device: str = "auto"
+    demo_seconds: float | None = 10.0
+    priors: object = None
+    excerpt: tuple | None = None
+    progress: bool = True
+    log: object = print
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.listed]
+
+
+def plan_race(data=None, profile: str = "cpu", out="benchmark", tracks=None, systems=None, models_dir=None,
+              excerpt=None, log=print, **settings) -> Race:
+    """A checked :class:`Race` (one-line errors for a user's mistake); the dataset made when it is missing.
+    settings: the rest of :class:`Race`'s (steps, train_seconds, iterations, protocol, device, demo_seconds,
+    priors, progress)."""
+    steps, seconds = settings.get("steps"), settings.get("train_seconds")
+    if settings.get("protocol", "standard") not in PROTOCOLS:
+        raise FlowsepError(f"unknown protocol {settings['protocol']!r}; use 'standard' or 'paper'")
+    if steps is not None and steps <= 0:
+        raise FlowsepError(f"--steps must be positive, got {steps}")
+    if seconds is not None and steps is not None:
+        raise FlowsepError("give a budget in --steps or in --train-seconds, not both")
+    if seconds is not None and not (seconds > 0 and math.isfinite(seconds)):
+        raise FlowsepError(f"--train-seconds must be positive, got {seconds}")
+    chosen = list(SYSTEM_KEYS) if systems is None else list(systems)
+    unknown = [s for s in chosen if s not in SYSTEM_KEYS]
+    if unknown or not chosen:
+        raise FlowsepError(f"unknown system {unknown[0] if unknown else '(none)'!r}; choose from: "
+                           f"{', '.join(SYSTEM_KEYS)}")
+    out = check_writable_dir(out)
+    if data is not None and str(data) not in ("", "synthetic"):
+        if not Path(data).is_dir() or not is_musdb_root(data):
+            raise FlowsepError(f"--data {data} is not a MUSDB18-format root (no train/ or test/ folder); run "
+                               f"`flowsep synth {data}` first, or leave --data out for the synthetic set")
+    root = Path(ensure_dataset(profile, root=data, progress=settings.get("progress", True))).resolve()
+    return Race(data=data, root=root, listed=excerpt_tracks(open_tracks(root, "test", tracks), excerpt),
+                profile=profile, out=out, models_dir=Path(models_dir) if models_dir is not None else out,
+                budget=training_budget(profile), systems=tuple(s for s in SYSTEMS if s.key in chosen),
+                excerpt=excerpt, log=log or (lambda *a: None), **settings)
+
+
 def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None, steps: int | None = None,
                   iterations: int = 150, protocol: str = "standard", device="auto", systems=None,
                   demo_seconds: float = 10.0, progress: bool = True, log=print, priors=None,
@@ -268,144 +360,164 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
     the profile's budget). train_seconds: instead, seconds of training of every learned system (InstGlow's
     four priors S/4 each; see the module docstring). models_dir: where the trained models and time-budget
     priors are kept (default: ``out``), so that runs in other folders can share them. iterations: InstGlow's
-    separation iterations. systems: a subset of
-    :data:`SYSTEM_KEYS` (default: all). priors: a prior bundle folder (:mod:`flowsep.bundle`) that InstGlow
-    separates with instead of training its priors (its training seconds come from bundle.json). excerpt:
-    (offset, seconds): score only that part of every test track (None: whole tracks). Returns the table as a
-    DataFrame.
+    separation iterations. systems: a subset of :data:`SYSTEM_KEYS` (default: all). priors: a prior bundle
+    folder (:mod:`flowsep.bundle`) that InstGlow separates with instead of training its priors (its
+    training seconds come from bundle.json). excerpt: (offset, seconds): score only that part of every test
+    track (None: whole tracks). Returns the table as a DataFrame.
+
+    Three steps: :func:`build` every system, :func:`score` each on the test tracks, :func:`report` the table.
     """
-    if protocol not in PROTOCOLS:
-        raise FlowsepError(f"unknown protocol {protocol!r}; use 'standard' or 'paper'")
-    if steps is not None and steps <= 0:
-        raise FlowsepError(f"--steps must be positive, got {steps}")
-    if train_seconds is not None and steps is not None:
-        raise FlowsepError("give a budget in --steps or in --train-seconds, not both")
-    if train_seconds is not None and not (train_seconds > 0 and math.isfinite(train_seconds)):
-        raise FlowsepError(f"--train-seconds must be positive, got {train_seconds}")
-    chosen = list(SYSTEM_KEYS) if systems is None else list(systems)
-    unknown = [s for s in chosen if s not in SYSTEM_KEYS]
-    if unknown or not chosen:
-        raise FlowsepError(f"unknown system {unknown[0] if unknown else '(none)'!r}; choose from: "
-                           f"{', '.join(SYSTEM_KEYS)}")
-    budget = training_budget(profile)
-    out = check_writable_dir(out)
-    models_dir = Path(models_dir) if models_dir is not None else out
-    if data is not None and str(data) not in ("", "synthetic"):
-        if not Path(data).is_dir() or not is_musdb_root(data):
-            raise FlowsepError(f"--data {data} is not a MUSDB18-format root (no train/ or test/ folder); run "
-                               f"`flowsep synth {data}` first, or leave --data out for the synthetic set")
-    root = Path(ensure_dataset(profile, root=data, progress=progress)).resolve()
-    listed = excerpt_tracks(open_tracks(root, "test", tracks), excerpt)
-    names = [t.name for t in listed]
-    log = log or (lambda *a: None)
+    race = plan_race(data, profile, out, tracks, systems, models_dir, excerpt, log, steps=steps,
+                     train_seconds=train_seconds, iterations=iterations, protocol=protocol, device=device,
+                     demo_seconds=demo_seconds, priors=priors, progress=progress)
+    built = build(race)
+    rows, per_track = score(race, built)
+    return report(race, built, rows, per_track)
 
-    rows, built = [], {}
-    for key, title, kind in SYSTEMS:
-        if key not in chosen:
-            continue
-        spent, n_steps, allowed = math.nan, math.nan, math.nan
-        if key == "instglow" and priors is not None:
-            bundle = load_bundle(priors)
-            log(f"[{title}] priors of bundle {bundle.name}")
-            spent = sum(float(e.get("seconds", math.nan)) for e in bundle.manifest["sources"].values())
-            n_steps = sum(float(e.get("steps", math.nan)) for e in bundle.manifest["sources"].values())
-            system = Separator(dict(bundle), method="instglow", iterations=iterations, device=device,
-                               progress=False)
-        elif key == "instglow":
-            trained = {}
-            for source in TARGETS:
-                log(f"[{title}] prior {source}")
-                if train_seconds is None:
-                    trained[source] = ensure_prior(source, profile, dataset=root, steps=steps, device=device,
-                                                   progress=progress)
-                else:
-                    trained[source] = train_into_bundle(
-                        race_prior_bundle(profile, root, train_seconds / 4, models_dir, source), source,
-                        PriorConfig.preset(profile), root, seconds=train_seconds / 4, device=device,
-                        progress=progress, resume=True, retrain_other_config=True)
-            histories = [getattr(p, "history", {}) or {} for p in trained.values()]
-            spent = sum(float(h.get("seconds", math.nan)) for h in histories)
-            n_steps = sum(_last_step(h) for h in histories)
-            allowed = train_seconds if train_seconds is not None else math.nan
-            system = Separator(trained, method="instglow", iterations=iterations, device=device, progress=False)
-        elif kind == "supervised":
-            log(f"[{title}] training")
-            system = ensure_supervised(key, root, profile, models_dir / "models" / model_file(key, train_seconds),
-                                       steps=steps, seconds=train_seconds, device=device, progress=progress)
-            spent, n_steps = system.train_seconds, _last_step(system.history)
-            allowed = train_seconds if train_seconds is not None else math.nan
-        elif key == "oracle-irm":
-            system = OracleRatioMask(TARGETS)
-        elif key == "oracle-mwf":
-            system = OracleWiener(TARGETS)
+
+# ---- step 1: build every system ---------------------------------------------------------------------------
+def build(race: Race) -> dict[str, Built]:
+    """{key: Built} of every system of the race, trained or reused, in the order of the table."""
+    return {s.key: s.build(race) for s in race.systems}
+
+
+def _build_instglow(system: System, race: Race) -> Built:
+    """InstGlow: a bundle's priors (``race.priors``), or the four priors trained to the race's budget."""
+    if race.priors is not None:
+        bundle = load_bundle(race.priors)
+        race.log(f"[{system.name}] priors of bundle {bundle.name}")
+        entries = bundle.manifest["sources"].values()
+        return Built(Separator(dict(bundle), method="instglow", iterations=race.iterations, device=race.device,
+                               progress=False),
+                     sum(float(e.get("steps", math.nan)) for e in entries),
+                     sum(float(e.get("seconds", math.nan)) for e in entries))
+    trained = {}
+    for source in TARGETS:
+        race.log(f"[{system.name}] prior {source}")
+        if race.train_seconds is None:
+            trained[source] = ensure_prior(source, race.profile, dataset=race.root, steps=race.steps,
+                                           device=race.device, progress=race.progress)
         else:
-            system = MixtureAsEstimate(TARGETS)
-        built[key] = (title, kind, system, (n_steps, spent, allowed))
+            seconds = race.train_seconds / 4
+            trained[source] = train_into_bundle(
+                race_prior_bundle(race.profile, race.root, seconds, race.models_dir, source), source,
+                PriorConfig.preset(race.profile), race.root, seconds=seconds, device=race.device,
+                progress=race.progress, resume=True, retrain_other_config=True)
+    histories = [getattr(p, "history", {}) or {} for p in trained.values()]
+    return Built(Separator(trained, method="instglow", iterations=race.iterations, device=race.device,
+                           progress=False),
+                 sum(_last_step(h) for h in histories), sum(float(h.get("seconds", math.nan)) for h in histories),
+                 race.train_seconds if race.train_seconds is not None else math.nan)
 
-    demo, per_track = None, {}
-    for key, (title, kind, system, (n_steps, spent, allowed)) in built.items():
-        log(f"[{title}] separating and scoring {counted(len(names), 'track')}")
-        timed = TimedSystem(system)
-        result = evaluate_separator(timed, root, "test", names, out=out / "scores" / key, protocol=protocol,
-                                    progress=progress, save_estimates=False, desc=f"score {title}", excerpt=excerpt)
+
+def _build_supervised(system: System, race: Race) -> Built:
+    race.log(f"[{system.name}] training")
+    model = ensure_supervised(system.key, race.root, race.profile,
+                              race.models_dir / "models" / model_file(system.key, race.train_seconds),
+                              steps=race.steps, seconds=race.train_seconds, device=race.device,
+                              progress=race.progress)
+    return Built(model, _last_step(model.history), model.train_seconds,
+                 race.train_seconds if race.train_seconds is not None else math.nan)
+
+
+#: the systems nothing trains: the oracles (which see the true stems) and the mixture as every estimate
+UNTRAINED = {"oracle-irm": OracleRatioMask, "oracle-mwf": OracleWiener, "mixture": MixtureAsEstimate}
+
+#: how a system of each kind is built
+BUILDERS = {"source-only": _build_instglow, "supervised": _build_supervised,
+            "oracle": lambda system, race: Built(UNTRAINED[system.key](TARGETS)),
+            "bound": lambda system, race: Built(UNTRAINED[system.key](TARGETS))}
+
+
+# ---- step 2: score each on the test tracks ----------------------------------------------------------------
+def score(race: Race, built: dict[str, Built]) -> tuple[list[dict], dict]:
+    """Separate and score the test tracks with every built system (museval, :func:`flowsep.evaluate.evaluate_separator`);
+    writes their scores and the demo. Returns (one table row per system, {key: :func:`per_track_sdr`})."""
+    rows, per_track, demo = [], {}, None
+    for system in race.systems:
+        b = built[system.key]
+        race.log(f"[{system.name}] separating and scoring {counted(len(race.listed), 'track')}")
+        timed = TimedSystem(b.separator)
+        result = evaluate_separator(timed, race.root, "test", race.names, out=race.out / "scores" / system.key,
+                                    protocol=race.protocol, progress=race.progress, save_estimates=False,
+                                    desc=f"score {system.name}", excerpt=race.excerpt)
         sdr = result.summary["SDR"]
-        row = {"system": title, "kind": kind, "key": key,
+        row = {"system": system.name, "kind": system.kind, "key": system.key,
                **{t: float(sdr.get(t, math.nan)) for t in TARGETS}}
         row["mean"] = float(np.nanmean([row[t] for t in TARGETS]))
-        row["steps"], row["train_seconds"], row["budget_seconds"] = n_steps, spent, allowed
-        row["rtf"] = timed.real_time_factor
+        row.update(steps=b.steps, train_seconds=b.seconds, budget_seconds=b.allowed, rtf=timed.real_time_factor)
         rows.append(row)
-        per_track[key] = per_track_sdr(result.scores)
-        if demo_seconds is not None and timed.first is not None:
+        per_track[system.key] = per_track_sdr(result.scores)
+        if race.demo_seconds is not None and timed.first is not None:
             if demo is None:  # the first test track: its mixture and true stems, once
-                track = load_track(listed[0])
-                cut = _excerpt(track.mixture.shape[-1], track.rate, demo_seconds)
-                _write_demo(out / "demo" / "reference", {"mixture": track.mixture, **track.sources}, track.rate, cut)
+                track = load_track(race.listed[0])
+                cut = _excerpt(track.mixture.shape[-1], track.rate, race.demo_seconds)
+                _write_demo(race.out / "demo" / "reference", {"mixture": track.mixture, **track.sources},
+                            track.rate, cut)
                 demo = (track.rate, cut)
-            _write_demo(out / "demo" / key, {t: timed.first[t] for t in TARGETS if t in timed.first}, *demo)
+            _write_demo(race.out / "demo" / system.key, {t: timed.first[t] for t in TARGETS if t in timed.first},
+                        *demo)
+    return rows, per_track
 
+
+# ---- step 3: report the table ------------------------------------------------------------------------------
+def report(race: Race, built: dict[str, Built], rows: list[dict], per_track: dict) -> pd.DataFrame:
+    """The table (with the statistics over songs), written as table.md, table.csv, per_track.csv,
+    benchmark.json and the ledger; returns it."""
     stats = song_statistics(per_track)
     for r in rows:
         r.update(stats.loc[r["key"]].to_dict())
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     for col in ("wins", "losses", "songs"):
         table[col] = table[col].astype("Int64")
-    in_words = budget_title(steps, train_seconds, budget)
-    title = (f"Median SDR (dB), {in_words}; {protocol} protocol, profile {profile}, "
-             f"{counted(len(names), 'test track')} of {Path(root).name}" + (f", {excerpt[1]:g} s from {excerpt[0]:g} s of each" if excerpt else ""))
+    in_words = budget_title(race.steps, race.train_seconds, race.budget)
+    excerpt = f", {race.excerpt[1]:g} s from {race.excerpt[0]:g} s of each" if race.excerpt else ""
+    title = (f"Median SDR (dB), {in_words}; {race.protocol} protocol, profile {race.profile}, "
+             f"{counted(len(race.listed), 'test track')} of {race.root.name}" + excerpt)
     long = pd.concat({k: v for k, v in per_track.items()}, names=["system", "track"]).reset_index()
-    with atomic_path(out / "per_track.csv") as tmp:
+    with atomic_path(race.out / "per_track.csv") as tmp:
         long.to_csv(tmp, index=False, float_format="%.4f")
-    with atomic_path(out / "table.csv") as tmp:
+    with atomic_path(race.out / "table.csv") as tmp:
         table.drop(columns="key").to_csv(tmp, index=False, float_format="%.4f")
-    if train_seconds is not None:
-        spec = (f"\nEvery learned system: {train_seconds:g} s of training (InstGlow: four priors of "
-                f"{train_seconds / 4:g} s), batches of {budget['batch_size']} x {budget['segment_seconds']:.3f} s "
+    with atomic_path(race.out / "table.md") as tmp:
+        tmp.write_text(_markdown(table, title) + _table_note(race))
+    with atomic_path(race.out / "benchmark.json") as tmp:
+        tmp.write_text(json.dumps(_benchmark_info(race, table, in_words), indent=2, default=_json_default))
+    instglow = built["instglow"].separator if "instglow" in built else None
+    _write_ledger(race.out, table, profile=race.profile, protocol=race.protocol, root=race.root, data=race.data,
+                  tracks=len(race.listed), budget=in_words, instglow=instglow, excerpt=race.excerpt)
+    return table
+
+
+def _table_note(race: Race) -> str:
+    """The paragraph under table.md's table: the budget, the iterations, what each column means."""
+    b = race.budget
+    if race.train_seconds is not None:
+        spec = (f"\nEvery learned system: {race.train_seconds:g} s of training (InstGlow: four priors of "
+                f"{race.train_seconds / 4:g} s), batches of {b['batch_size']} x {b['segment_seconds']:.3f} s "
                 f"examples. ")
     else:
-        spec = (f"\nEvery learned network: {steps if steps is not None else budget['steps']} steps x batch "
-                f"{budget['batch_size']} x {budget['segment_seconds']:.3f} s examples "
+        spec = (f"\nEvery learned network: {race.steps if race.steps is not None else b['steps']} steps x batch "
+                f"{b['batch_size']} x {b['segment_seconds']:.3f} s examples "
                 f"(each prior: one source; each supervised model: mixtures with stems). ")
-    note = (spec + f"InstGlow: {iterations} separation iterations. steps and train s: training steps and seconds "
-            f"(InstGlow: its four priors together); RTF: separation seconds per second of audio. Song mean: the "
-            f"mean SDR over songs x targets, with a bootstrap 95% interval ({BOOTSTRAP} resamples of the songs, "
-            f"of the targets when there is one song; seed {BOOTSTRAP_SEED}); vs InstGlow: the paired difference "
-            f"over the same songs, and the songs won/lost. flowsep {__version__}.\n")
-    with atomic_path(out / "table.md") as tmp:
-        tmp.write_text(_markdown(table, title) + note)
-    info = {"flowsep_version": __version__, "profile": profile, "protocol": protocol, "data": str(root),
-            "tracks": names, "excerpt": list(map(float, excerpt)) if excerpt else None,
-            "steps": steps if steps is not None and train_seconds is None else
-            (None if train_seconds is not None else budget["steps"]),
-            "train_seconds": train_seconds, "budget_title": in_words, "budget": budget,
-            "iterations": iterations, "bootstrap": {"resamples": BOOTSTRAP, "seed": BOOTSTRAP_SEED},
+    return (spec + f"InstGlow: {race.iterations} separation iterations. steps and train s: training steps and "
+            f"seconds (InstGlow: its four priors together); RTF: separation seconds per second of audio. Song "
+            f"mean: the mean SDR over songs x targets, with a bootstrap 95% interval ({BOOTSTRAP} resamples of the "
+            f"songs, of the targets when there is one song; seed {BOOTSTRAP_SEED}); vs InstGlow: the paired "
+            f"difference over the same songs, and the songs won/lost. flowsep {__version__}.\n")
+
+
+def _benchmark_info(race: Race, table: pd.DataFrame, in_words: str) -> dict:
+    """benchmark.json: the table's numbers with the run's settings."""
+    steps = None if race.train_seconds is not None else (race.steps if race.steps is not None
+                                                         else race.budget["steps"])
+    return {"flowsep_version": __version__, "profile": race.profile, "protocol": race.protocol,
+            "data": str(race.root), "tracks": race.names,
+            "excerpt": list(map(float, race.excerpt)) if race.excerpt else None, "steps": steps,
+            "train_seconds": race.train_seconds, "budget_title": in_words, "budget": race.budget,
+            "iterations": race.iterations, "bootstrap": {"resamples": BOOTSTRAP, "seed": BOOTSTRAP_SEED},
             "systems": [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
                         for r in table.drop(columns="key").astype(object).to_dict(orient="records")]}
-    with atomic_path(out / "benchmark.json") as tmp:
-        tmp.write_text(json.dumps(info, indent=2, default=_json_default))
-    _write_ledger(out, table, profile=profile, protocol=protocol, root=root, data=data, tracks=len(names),
-                  budget=in_words, instglow=built.get("instglow", (None, None, None))[2], excerpt=excerpt)
-    return table
 
 
 def _json_default(v):

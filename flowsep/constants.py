@@ -12,9 +12,10 @@ PROFILES = ("smoke", "cpu", "gpu", "paper")
 #: the supervised comparison systems of the paper (:mod:`flowsep.baselines`)
 MODEL_NAMES = ("openunmix", "convtasnet", "demucs", "waveunet")
 
-#: how tables and figures name them
-DISPLAY_NAMES = {"openunmix": "Open-Unmix", "convtasnet": "Conv-TasNet", "demucs": "Demucs",
-                 "waveunet": "Wave-U-Net"}
+#: how tables and figures name every system of the comparison (:data:`flowsep.comparison.SYSTEMS`)
+DISPLAY_NAMES = {"instglow": "InstGlow", "openunmix": "Open-Unmix", "convtasnet": "Conv-TasNet", "demucs": "Demucs",
+                 "waveunet": "Wave-U-Net", "oracle-irm": "oracle IRM", "oracle-mwf": "oracle MWF",
+                 "mixture": "mixture"}
 
 
 def counted(n: int, noun: str) -> str:
