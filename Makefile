@@ -7,11 +7,12 @@ PROFILE ?= cpu
 SYSTEM_TOOLS := ffmpeg:ffmpeg ffprobe:ffmpeg npm:npm chromium:chromium chromedriver:chromium-driver
 SYSTEM_LIBS := libfluidsynth.so.3:libfluidsynth3 libsndfile.so.1:libsndfile1
 
-.PHONY: setup system test book smoke-book clean-book strip help assignments
+.PHONY: setup system colab-sim test book smoke-book clean-book strip help assignments
 
 help:
 	@echo "make setup   - system packages (apt) and ./.venv with pinned Python packages"
-	@echo "make test    - setup, then the whole test suite (unit, CLI, chapters at the smoke profile, browser)"
+	@echo "make test    - setup, then the whole test suite (unit, CLI, chapters at the smoke profile, browser,"
+	@echo "               every chapter in a simulation of Colab's stack)"
 	@echo "make book    - setup, then every chapter executed at PROFILE=$(PROFILE) and rendered to _build/html"
 	@echo "               (HIDE_SOLUTIONS=1: the student edition, without the solutions)"
 	@echo "make assignments - autograded assignments (otter-grader) from assignments/*.ipynb into _build/assignments"
@@ -59,7 +60,13 @@ $(MATHJAX)/.stamp-$(MATHJAX_VERSION): | $(VENV)/.setup-stamp
 	mv $(MATHJAX).tmp/package/es5 $(MATHJAX) && mv $(MATHJAX).tmp/package/LICENSE $(MATHJAX)/ && rm -rf $(MATHJAX).tmp
 	@touch $@
 
-test: setup
+# The Colab simulation's base environment (tests/colab_sim.py): Colab's published stack of
+# tests/data/colab_stack.txt on Python 3.13 (pyenv's, or python3.13 on PATH), installed from PyPI once
+# into ~/.cache/flowsep/colab ($$FLOWSEP_COLAB_CACHE) and rebuilt when the list changes.
+colab-sim: setup
+	$(PY) tests/colab_sim.py
+
+test: setup colab-sim
 	$(PY) -m pytest -q tests
 
 # HIDE_SOLUTIONS=1: the student edition, the exercises without their solutions

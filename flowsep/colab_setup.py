@@ -91,7 +91,7 @@ def install(src, run=subprocess.run, python=sys.executable) -> str:
 
     Raises :class:`RestartNeeded` when pip changed a package that this process has imported.
     """
-    src = Path(src)
+    src = Path(src).resolve()
     commit = run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True,
                  check=True).stdout.strip()
     if installed_commit() == commit:

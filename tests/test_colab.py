@@ -5,7 +5,7 @@ The simulation (slow; tests/colab_sim.py builds it): Colab's published stack (te
 Python 3.13, torch 2.11, numpy 2.1, pandas 2.2, IPython 7, ipywidgets 7, ...) preinstalled, a kernel
 that has imported google.colab, numpy, pandas and matplotlib before the first cell, and the rendered
 copy's first cell pointed at a ``file://`` clone of this repository at its HEAD commit. The cell installs
-from the package registry as it does on Colab; then every chapter runs top to bottom at the smoke
+from the package registry as it does on Colab, with no pip cache; then every chapter runs top to bottom at the smoke
 profile, each on a fresh kernel in an empty working folder. Its times and install list are written to
 ``_build/colab-simulation/report.json``.
 """
@@ -172,7 +172,8 @@ def colab(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("colab")
     base = colab_sim.base_environment()
     python = colab_sim.runtime_environment(base, tmp / "runtime")
-    env = {**colab_sim.kernel(python, tmp), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    # Colab starts with an empty pip cache: the first cell downloads what it installs
+    env = {**colab_sim.kernel(python, tmp), "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_CACHE_DIR": "1"}
     origin = tmp / "origin"   # the repository as Colab would fetch it, at this checkout's HEAD
     subprocess.run(["git", "clone", "-q", "--no-local", str(ROOT), str(origin)], check=True, timeout=300)
     ref = book_build.commit(origin)
@@ -242,3 +243,50 @@ def test_chapter_runs_on_colab(path, colab, tmp_path):
     report = json.loads((REPORT / "report.json").read_text())
     report["chapters"][path.stem] = {"seconds": round(seconds, 1), "first_cell_seconds": _cell_seconds(first)}
     (REPORT / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+
+
+# ---- the interactive parts under ipywidgets 7 (Colab) and 8 (local) ---------------------------------
+#: Builds chapter 5's separation panel on two untrained smoke priors, sets 3 iterations and presses
+#: *Separate*; prints, as JSON, what the run showed. Outside a kernel the panel's output area captures
+#: nothing, so what it shows (the score table, the players, an error line) is printed: that is read here.
+PANEL_CHECK = """
+import contextlib, io, json, torch, ipywidgets
+from flowsep.prior import FlowPrior, PriorConfig
+from flowsep.widgets import separation_panel
+torch.manual_seed(0)
+cfg = PriorConfig.preset("smoke")
+priors = {name: FlowPrior(cfg).eval() for name in ("vocals", "bass")}
+t = torch.arange(cfg.sample_rate) / cfg.sample_rate
+stems = {"vocals": 0.3 * torch.sin(2 * torch.pi * 440 * t)[None], "bass": 0.3 * torch.sin(2 * torch.pi * 55 * t)[None]}
+mixture = stems["vocals"] + stems["bass"]
+panel = separation_panel(priors, mixture, cfg.sample_rate, references=stems, device="cpu", iterations=150)
+grid, button, out = panel.children
+next(c for c in grid.children if c.description == "iterations").value = 3
+shown = io.StringIO()
+with contextlib.redirect_stdout(shown):
+    button.click()
+print(json.dumps({"ipywidgets": ipywidgets.__version__, "shown": shown.getvalue(), "enabled": not button.disabled}))
+"""
+
+
+def _check_panel(proc):
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    outcome = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "error" not in outcome["shown"], outcome["shown"]
+    assert "SDR" in outcome["shown"] and "HTML object" in outcome["shown"], f"no table or players: {outcome}"
+    assert outcome["enabled"], "the Separate button stays disabled after a run"
+    return outcome["ipywidgets"]
+
+
+def test_separation_panel_runs_with_this_environments_ipywidgets(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", PANEL_CHECK], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "MPLBACKEND": "Agg"}, timeout=300)
+    assert _check_panel(proc).startswith("8.")
+
+
+@pytest.mark.slow
+def test_separation_panel_runs_with_colabs_ipywidgets(colab):
+    proc = subprocess.run([str(colab.python), "-c", PANEL_CHECK], capture_output=True, text=True, cwd=colab.tmp,
+                          env={**os.environ, "MPLBACKEND": "Agg"}, timeout=300)
+    assert _check_panel(proc) == "7.7.1"
