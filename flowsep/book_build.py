@@ -20,12 +20,14 @@ The notebooks in ``book/`` are never written to. Under ``--out`` (default ``_bui
 
 Chapters left out with ``--chapters`` reuse their executed copy from an earlier run with the same
 parameters if their source has not changed since; a chapter that has none is left out of that build's table of
-contents. Progress bars (ipywidgets in Jupyter and on Colab) are replaced in the rendered pages by a
-static bar showing their final state, since a static page has no kernel to drive a widget.
+contents. The pages show the book, not its machinery (:func:`present`): the chapters run with progress
+bars off (``FLOWSEP_PROGRESS=off``), and the Colab cell, the parameter cells, the glue and assert
+statements and whatever went to stderr are left off the page.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import base64
 import hashlib
 import io
@@ -130,8 +132,10 @@ def _sha256(path: Path) -> str:
 def execute(notebook: Path, dest: Path, parameters: dict, kernel: str = KERNEL) -> None:
     """Run one chapter on a fresh kernel with papermill, in the chapter's folder; write the result to ``dest``."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    saved = os.environ.get(BOOK_BUILD_ENV)
-    os.environ[BOOK_BUILD_ENV] = "1"   # the kernel inherits it: flowsep.widgets.glue stores for the text
+    # the kernel inherits these: flowsep.widgets.glue stores for the text, and no progress bars run
+    env = {BOOK_BUILD_ENV: "1", "FLOWSEP_PROGRESS": "off"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         pm.execute_notebook(str(notebook), str(dest), parameters=parameters, kernel_name=kernel,
                             cwd=str(notebook.parent), progress_bar=False, log_output=False)
@@ -142,10 +146,11 @@ def execute(notebook: Path, dest: Path, parameters: dict, kernel: str = KERNEL) 
         raise FlowsepError(f"{notebook.name} failed in cell {e.exec_count}: {e.ename}: "
                            f"{evalue[0][:300] if evalue else ''} (see {dest})") from None
     finally:
-        if saved is None:
-            os.environ.pop(BOOK_BUILD_ENV, None)
-        else:
-            os.environ[BOOK_BUILD_ENV] = saved
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def failed_cells(nb) -> list[str]:
@@ -159,25 +164,11 @@ def failed_cells(nb) -> list[str]:
 
 
 # ---- static pages ------------------------------------------------------------------------------------
-def _progress_html(models: dict, box: dict) -> str | None:
-    """A tqdm widget (HBox of HTML, FloatProgress, HTML) as a static bar of its final state, else None."""
+def _is_progress_bar(models: dict, box: dict) -> bool:
+    """Whether a widget is a tqdm bar (an HBox of HTML, FloatProgress or IntProgress, HTML)."""
     kids = [models.get(str(k).replace("IPY_MODEL_", ""), {}) for k in box.get("state", {}).get("children", [])]
     names = [k.get("model_name") for k in kids]
-    if len(kids) != 3 or names[1] not in ("FloatProgressModel", "IntProgressModel"):
-        return None
-    left, bar, right = (k.get("state", {}) for k in kids)
-    value, top = bar.get("value") or 0, bar.get("max") or 0
-    style = bar.get("bar_style") or ""
-    color = {"danger": "#d9534f", "success": "#5cb85c"}.get(style, "#5a8fd6")
-    frac = 0.0 if not top else max(0.0, min(1.0, value / top))
-    # the widget's HTML parts are already escaped by tqdm; the texts below are inserted as they are
-    return ('<div class="flowsep-progress" style="font-family:monospace;font-size:0.85em;'
-            'display:flex;flex-wrap:wrap;align-items:center;gap:0.5em;margin:0.2em 0">'
-            f'<span>{left.get("value", "")}</span>'
-            '<span style="display:inline-block;width:12em;height:0.9em;background:#e6e6e6;border-radius:2px">'
-            f'<span style="display:block;height:100%;width:{100 * frac:.1f}%;background:{color};'
-            'border-radius:2px"></span></span>'
-            f'<span>{right.get("value", "")}</span></div>')
+    return len(kids) == 3 and names[1] in ("FloatProgressModel", "IntProgressModel")
 
 
 def _hidden(models: dict, widget: dict) -> bool:
@@ -190,9 +181,9 @@ def _hidden(models: dict, widget: dict) -> bool:
 def staticize_widgets(nb):
     """Replace widget outputs by what a static page can show; drop the saved widget state.
 
-    A progress bar becomes a static bar of its final state; a widget hidden at the end of the run (a
-    progress bar closed with ``leave=False``) is dropped; any other widget becomes a short note that it
-    is interactive (run the notebook to use it). Returns ``nb`` (changed in place).
+    A progress bar is dropped (a page is read after the run: its bars say nothing), as is a widget hidden
+    at the end of the run; any other widget becomes a short note that it is interactive (run the
+    notebook to use it). Returns ``nb`` (changed in place).
     """
     state = nb.metadata.pop("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
     for cell in nb.cells:
@@ -203,17 +194,106 @@ def staticize_widgets(nb):
                 kept.append(out)
                 continue
             model = state.get(data[WIDGET_VIEW].get("model_id", ""), {})
-            if _hidden(state, model):  # e.g. a tqdm bar with leave=False: gone from the live notebook too
+            if _hidden(state, model) or (model.get("model_name") == "HBoxModel" and _is_progress_bar(state, model)):
                 continue
             kept.append(out)
-            static = _progress_html(state, model) if model.get("model_name") == "HBoxModel" else None
-            if static is None:
-                static = ('<p class="flowsep-widget-note"><em>An interactive control: run this notebook '
-                          '(Colab button above, or Jupyter) to use it.</em></p>')
             data.pop(WIDGET_VIEW)
-            data["text/html"] = static
+            data["text/html"] = ('<p class="flowsep-widget-note"><em>An interactive control: run this notebook '
+                                 '(Colab button above, or Jupyter) to use it.</em></p>')
         if "outputs" in cell:
             cell.outputs = kept
+    return nb
+
+
+# ---- the page shows the book, not its machinery ------------------------------------------------------
+#: Jupyter Book's cell tag for a cell that ran but is not shown
+REMOVE_CELL = "remove-cell"
+#: papermill's tags: the chapter's parameters and the values injected into it
+PARAMETER_TAGS = ("parameters", "injected-parameters")
+
+
+def _called(node) -> str:
+    f = node.func
+    return f.id if isinstance(f, ast.Name) else getattr(f, "attr", "")
+
+
+def is_bookkeeping(node: ast.stmt) -> bool:
+    """A statement that only hands a number to the text (``glue(...)``) or checks one (``assert``), or a
+    ``for`` loop of such statements."""
+    if isinstance(node, ast.Assert):
+        return True
+    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+        return _called(node.value) == "glue"
+    if isinstance(node, ast.For) and not node.orelse:
+        return all(is_bookkeeping(n) for n in node.body)
+    return False
+
+
+def _stored(node) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del))}
+
+
+def _loaded(node) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def split_bookkeeping(source: str) -> tuple[str, str]:
+    """``(shown, bookkeeping)``: a cell's code without its glue and assert statements, and those statements.
+
+    A statement moves only if nothing after it in the cell changes a name it reads (so that, run after the
+    shown code, it sees the same values); comment lines right above a moved statement move with it.
+    """
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return source, ""
+    later_stores = [set() for _ in body]
+    acc = set()
+    for i in range(len(body) - 1, -1, -1):
+        later_stores[i] = set(acc)
+        acc |= _stored(body[i])
+    lines = source.splitlines()
+    moved = [False] * len(lines)
+    for i, node in enumerate(body):
+        if is_bookkeeping(node) and not (_loaded(node) & later_stores[i]):
+            first = node.lineno - 1
+            while first > 0 and lines[first - 1].lstrip().startswith("#"):
+                first -= 1
+            for k in range(first, node.end_lineno):
+                moved[k] = True
+    shown = "\n".join(line for line, m in zip(lines, moved) if not m).rstrip()
+    kept = "\n".join(line for line, m in zip(lines, moved) if m)
+    return shown, kept
+
+
+def present(nb):
+    """The executed chapter as its page shows it: its Colab cell and papermill's parameter cells are
+    removed from the page, glue and assert statements go into a removed cell after the code they
+    follow (a cell of nothing else is removed whole), and what went to stderr (logs, warnings, text
+    progress bars) is dropped. What ran is unchanged: only Jupyter Book's ``remove-cell`` tags and the
+    cells' split differ. Returns ``nb`` (changed in place)."""
+    cells = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            cells.append(cell)
+            continue
+        tags = cell.metadata.setdefault("tags", [])
+        cell.outputs = [o for o in cell.get("outputs", [])
+                        if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+        if is_colab_cell(cell) or any(t in tags for t in PARAMETER_TAGS):
+            tags.append(REMOVE_CELL)
+            cells.append(cell)
+            continue
+        shown, kept = split_bookkeeping(cell.source)
+        if kept and not shown:
+            tags.append(REMOVE_CELL)
+            cells.append(cell)
+            continue
+        cell.source = shown
+        cells.append(cell)
+        if kept:
+            cells.append(nbformat.v4.new_code_cell(kept, metadata={"tags": [REMOVE_CELL]}))
+    nb.cells = cells
     return nb
 
 
@@ -553,7 +633,7 @@ def assemble(root: Path, out: Path, executed: dict, timings: dict | None = None,
             continue
         target = src / path.relative_to(root)
         if path in executed:
-            nb = staticize_widgets(nbformat.read(executed[path], as_version=4))
+            nb = present(staticize_widgets(nbformat.read(executed[path], as_version=4)))
             nb = pin_colab_cell(nb, url, ref)
             if hide_solutions:
                 nb = student_edition(nb)

@@ -64,6 +64,7 @@ from .errors import FlowsepError
 from .evaluate import PROTOCOLS, evaluate_separator, excerpt_tracks, load_track, open_tracks
 from .io import atomic_path, check_writable_dir, data_home, write_audio
 from .prior import PriorConfig
+from .progress import log as progress_log
 from .separate import Separator
 
 #: bootstrap resamples and seed of the intervals (fixed, so the same scores give the same interval)
@@ -319,7 +320,7 @@ class Race:
 
 
 def plan_race(data=None, profile: str = "cpu", out="benchmark", tracks=None, systems=None, models_dir=None,
-              excerpt=None, log=print, **settings) -> Race:
+              excerpt=None, log=progress_log, **settings) -> Race:
     """A checked :class:`Race` (one-line errors for a user's mistake); the dataset made when it is missing.
     settings: the rest of :class:`Race`'s (steps, train_seconds, iterations, protocol, device, demo_seconds,
     priors, progress)."""
@@ -351,7 +352,7 @@ def plan_race(data=None, profile: str = "cpu", out="benchmark", tracks=None, sys
 
 def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None, steps: int | None = None,
                   iterations: int = 150, protocol: str = "standard", device="auto", systems=None,
-                  demo_seconds: float = 10.0, progress: bool = True, log=print, priors=None,
+                  demo_seconds: float = 10.0, progress: bool = True, log=progress_log, priors=None,
                   train_seconds: float | None = None, models_dir=None, excerpt=None) -> pd.DataFrame:
     """Train, separate, score; write the table, the scores and the demo (see the module docstring).
 
@@ -548,7 +549,7 @@ def _write_ledger(out: Path, table: pd.DataFrame, *, profile, protocol, root, da
 
 
 def budget_curve(data=None, profile: str = "cpu", out="curve", budgets=(60.0, 180.0, 540.0), tracks=None,
-                 systems=("instglow", "openunmix"), models_dir=None, known=None, log=print,
+                 systems=("instglow", "openunmix"), models_dir=None, known=None, log=progress_log,
                  **kwargs) -> pd.DataFrame:
     """Mean SDR of each system at several training-time budgets: how each grows with compute, where they cross.
 
@@ -654,7 +655,7 @@ def _cli(args) -> int:
         curve = budget_curve(resolve_root(args.data), args.profile, args.out, budgets, tracks=args.tracks,
                              systems=systems or ("instglow", "openunmix"), iterations=args.iterations,
                              protocol=args.protocol, device=args.device, progress=not args.quiet,
-                             log=(lambda *a: None) if args.quiet else print, excerpt=excerpt)
+                             log=(lambda *a: None) if args.quiet else progress_log, excerpt=excerpt)
         print(curve[["system", "budget_seconds", "steps", "song_mean", "ci_low", "ci_high"]].to_string(
             index=False, float_format=lambda v: f"{v:.2f}"))
         print(f"wrote {Path(args.out) / 'budget_curve.md'}")
@@ -662,7 +663,7 @@ def _cli(args) -> int:
     table = run_benchmark(resolve_root(args.data), args.profile, args.out, tracks=args.tracks, steps=args.steps,
                           iterations=args.iterations, protocol=args.protocol, device=args.device,
                           systems=systems, demo_seconds=args.demo_seconds, progress=not args.quiet,
-                          log=(lambda *a: None) if args.quiet else print, priors=args.priors,
+                          log=(lambda *a: None) if args.quiet else progress_log, priors=args.priors,
                           train_seconds=args.train_seconds, excerpt=excerpt)
     cols = ["system", *TARGETS, "mean", "steps", "train_seconds", "rtf", "ci_low", "ci_high"]
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.2f}"))

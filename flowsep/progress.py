@@ -1,11 +1,13 @@
-"""Progress bars: tqdm's (a widget in Jupyter, text in a terminal), switched off by FLOWSEP_PROGRESS=off.
+"""Progress: tqdm's bars (a widget in Jupyter, text in a terminal), switched off by FLOWSEP_PROGRESS=off,
+and one-line stage logs ("[Open-Unmix] training"), on stderr.
 
-The book build sets FLOWSEP_PROGRESS=off: a rendered page cannot show a live bar, only its first
-frame ("0%"), which would mislead a reader.
+The book build sets FLOWSEP_PROGRESS=off and leaves stderr off its pages: a rendered page is read after
+the run, where a bar or a log of it says nothing; results go to stdout.
 """
 from __future__ import annotations
 
 import os
+import sys
 
 from tqdm.auto import tqdm
 
@@ -17,3 +19,8 @@ def enabled() -> bool:
 def bar(iterable=None, *, show: bool = True, **kwargs):
     """A ``tqdm.auto.tqdm`` bar, disabled when ``show`` is False or FLOWSEP_PROGRESS is off."""
     return tqdm(iterable, disable=not (show and enabled()), **kwargs)
+
+
+def log(*parts) -> None:
+    """A stage of a long run, as ``print`` would write it, on stderr (the book's pages leave it out)."""
+    print(*parts, file=sys.stderr, flush=True)

@@ -200,12 +200,48 @@ def _tqdm_like_notebook():
 
 def test_widgets_become_static_html():
     nb = book_build.staticize_widgets(_tqdm_like_notebook())
-    bar, slider = (o["data"] for o in nb.cells[0].outputs)  # the hidden bar is gone, as in Jupyter
+    (slider,) = (o["data"] for o in nb.cells[0].outputs)  # progress bars are gone, the hidden one too
     assert "widgets" not in nb.metadata
-    assert "application/vnd.jupyter.widget-view+json" not in bar
-    assert "train vocals: 100%" in bar["text/html"] and "width:100.0%" in bar["text/html"]
-    assert "60/60" in bar["text/html"]
+    assert "application/vnd.jupyter.widget-view+json" not in slider
     assert "interactive" in slider["text/html"]
+
+
+def test_bookkeeping_statements_leave_the_shown_code():
+    source = ("x = 1  # kept\n"
+              "# the number for the text\n"
+              "glue('x', x)\n"
+              "assert x > 0, 'positive'\n"
+              "y = x + 1\n"
+              "for k in (1, 2):\n"
+              "    glue(f'k{k}', k)\n"
+              "glue('y', y)\n"
+              "y = 5\n"
+              "print(y)")
+    shown, kept = book_build.split_bookkeeping(source)
+    # glue('y', y) stays: y changes after it, so run later it would glue another value
+    assert shown == "x = 1  # kept\ny = x + 1\nglue('y', y)\ny = 5\nprint(y)"
+    assert kept == ("# the number for the text\nglue('x', x)\nassert x > 0, 'positive'\n"
+                    "for k in (1, 2):\n    glue(f'k{k}', k)")
+    assert book_build.split_bookkeeping("glue('a', 1)") == ("", "glue('a', 1)")
+    assert book_build.split_bookkeeping("a = (") == ("a = (", "")   # not Python: left alone
+
+
+def test_the_page_leaves_the_machinery_off():
+    new = nbformat.v4
+    cells = [new.new_code_cell(book_build.colab_cell("https://x/y", "main")),
+             new.new_code_cell("PROFILE = 'cpu'", metadata={"tags": ["parameters"]}),
+             new.new_code_cell("PROFILE = 'smoke'", metadata={"tags": ["injected-parameters"]}),
+             new.new_markdown_cell("Text."),
+             new.new_code_cell("r = 2\nglue('r', r)\nprint(r)", outputs=[
+                 new.new_output("stream", name="stdout", text="2\n"),
+                 new.new_output("stream", name="stderr", text="train: 100%|##| 60/60\n")]),
+             new.new_code_cell("assert True")]
+    nb = book_build.present(new.new_notebook(cells=cells))
+    removed = ["remove-cell" in c.metadata.get("tags", []) for c in nb.cells]
+    assert removed == [True, True, True, False, False, True, True]
+    shown = nb.cells[4]
+    assert shown.source == "r = 2\nprint(r)" and nb.cells[5].source == "glue('r', r)"
+    assert [o["name"] for o in shown.outputs] == ["stdout"]
 
 
 # ---- what the chapters show (flowsep.widgets, flowsep.plots, flowsep.analysis) --------------------------
