@@ -154,43 +154,53 @@ def search_song(search: Search, priors: FrozenPriors, items: torch.Tensor, plan:
     trace = torch.zeros(search.iterations + 1, dtype=torch.float64)
     song_bar = progress_bar(total=len(parts), show=progress and len(plan.chunks) > 1, desc="song", unit="part",
                             leave=False)
-    for k, chunk_ in enumerate(plan.chunks):
-        mag, f0 = _chunk_magnitudes(items, plan, chunk_, c.n_fft, c.hop, frames)
-        target = torch.stack([mag[parts[p][1], :, starts[parts[p][0]] - f0:][..., :length] for p in chunk_])
-        segs = torch.tensor([starts[parts[p][0]] for p in chunk_], device=priors.device)
+    for k, chunk in enumerate(plan.chunks):
+        mag, f0 = _chunk_magnitudes(items, plan, chunk, c.n_fft, c.hop, frames)
+        target = _cut(mag, f0, plan, chunk)                                          # (P, bins, length)
+        segs = torch.tensor([starts[parts[p][0]] for p in chunk], device=priors.device)
         valid = (torch.arange(length, device=priors.device)[None] + segs[:, None] < frames).float()
 
-        def on_step(it, per_part, est, chunk_=chunk_):
+        def on_step(it, per_part, est, chunk=chunk):
             trace[it] += float(per_part.double().sum())
             if it in snaps:
-                _add(snaps[it], names, parts, chunk_, [x.detach() for x in est])
+                _add(snaps[it], names, plan, chunk, [x.detach() for x in est])
 
         desc = "separating" if len(plan.chunks) == 1 else f"separating {k + 1}/{len(plan.chunks)}"
-        est = search(priors, target, valid, chunk_, on_step,
+        est = search(priors, target, valid, chunk, on_step,
                      lambda r, desc=desc: progress_bar(r, show=progress, desc=desc, unit="it", leave=False))
-        _add(found, names, parts, chunk_, est)
+        _add(found, names, plan, chunk, est)
         if plan.searched < plan.items:  # "mid": the side is shared in the ratios found for mid
-            side = torch.stack([mag[1, :, starts[parts[p][0]] - f0:][..., :length] for p in chunk_])
             total = torch.stack(est).sum(0) + KL_EPS
-            _add(found, names, [(s, 1) for s, _ in parts], chunk_, [x / total * side for x in est])
-        song_bar.update(len(chunk_))
+            side = _cut(mag, f0, plan, chunk, item=1)
+            _add(found, names, plan, chunk, [x / total * side for x in est], item=1)
+        song_bar.update(len(chunk))
     song_bar.close()
     return Estimates({n: f.result() for n, f in found.items()}, (trace / len(parts)).tolist(),
                      {it: {n: f.result().cpu().numpy() for n, f in fs.items()} for it, fs in snaps.items()})
 
 
-def _chunk_magnitudes(items, plan: Plan, chunk_: list, n_fft: int, hop: int, frames: int):
+def _chunk_magnitudes(items, plan: Plan, chunk: list, n_fft: int, hop: int, frames: int):
     """The items' magnitudes over the frames of a chunk's segments, zero past the song's end: ((items, bins,
     T), first frame)."""
-    f0 = plan.starts[plan.parts[chunk_[0]][0]]
-    f1 = plan.starts[plan.parts[chunk_[-1]][0]] + plan.length
+    parts = plan.parts
+    f0, f1 = plan.starts[parts[chunk[0]][0]], plan.starts[parts[chunk[-1]][0]] + plan.length
     mag = stft_frames(items, n_fft, hop, f0, min(f1, frames)).abs()
     return torch.nn.functional.pad(mag, (0, f1 - min(f1, frames))), f0
 
 
-def _add(fades: dict, names: list, parts: list, chunk_: list, est: list) -> None:
-    """Add each source's estimate of each part of the chunk ((P, bins, T) per source) into its cross-fade."""
+def _cut(mag: torch.Tensor, f0: int, plan: Plan, chunk: list, item: int | None = None) -> torch.Tensor:
+    """Each part of the chunk cut from ``mag`` (the chunk's magnitudes from frame f0): (P, bins, length).
+    item: take that item instead of each part's own (the side, for "mid")."""
+    parts = plan.parts
+    return torch.stack([mag[parts[p][1] if item is None else item, :, plan.starts[parts[p][0]] - f0:]
+                        [..., :plan.length] for p in chunk])
+
+
+def _add(fades: dict, names: list, plan: Plan, chunk: list, est: list, item: int | None = None) -> None:
+    """Add each source's estimate of each part of the chunk ((P, bins, length) per source) into its
+    cross-fade, at the part's segment and item (or at ``item``)."""
+    parts = plan.parts
     for n, x in zip(names, est):
-        for p, x_p in zip(chunk_, x):
-            segment_, item = parts[p]
-            fades[n].add(segment_, x_p, item)
+        for p, x_p in zip(chunk, x):
+            segment_, own = parts[p]
+            fades[n].add(segment_, x_p, own if item is None else item)
