@@ -208,7 +208,7 @@ def speed(args) -> list[dict]:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
             result = sep.estimate(mix, rate)
-            result.render(sep.post, sep.wiener_iterations)
+            result.render(sep.method.post, sep.method.wiener_iterations)
             if sep.device.type == "cuda":
                 torch.cuda.synchronize()
             total = time.perf_counter() - t0

@@ -432,8 +432,9 @@ BUILDERS = {"source-only": _build_instglow, "supervised": _build_supervised,
 
 # ---- step 2: score each on the test tracks ----------------------------------------------------------------
 def score(race: Race, built: dict[str, Built]) -> tuple[list[dict], dict]:
-    """Separate and score the test tracks with every built system (museval, :func:`flowsep.evaluate.evaluate_separator`);
-    writes their scores and the demo. Returns (one table row per system, {key: :func:`per_track_sdr`})."""
+    """Separate and score the test tracks with every built system (museval:
+    :func:`flowsep.evaluate.evaluate_separator`); writes their scores and the demo. Returns (one table row per
+    system, {key: :func:`per_track_sdr`})."""
     rows, per_track, demo = [], {}, None
     for system in race.systems:
         b = built[system.key]

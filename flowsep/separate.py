@@ -173,14 +173,6 @@ class Separator:
     def sample_rate(self) -> int:
         return self.config.sample_rate
 
-    @property
-    def post(self) -> str:
-        return self.method.post
-
-    @property
-    def wiener_iterations(self) -> int:
-        return self.method.wiener_iterations
-
     def plan(self, channels: int, samples: int, rate: int):
         """How a (channels, samples) song at ``rate`` goes through the priors (:class:`flowsep.parts.Plan`):
         its segments and chunks, with the memory they were planned from; one-line error if none fits."""

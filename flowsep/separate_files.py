@@ -271,7 +271,7 @@ class FileSeparator:
 
     def _blocks(self, result, mixture: np.ndarray):
         """(start_sample, {stem: (channels, n)}) in order: the rendered estimates, or the two stems."""
-        for start, block in result.render_blocks(self.separator.post, self.separator.wiener_iterations):
+        for start, block in result.render_blocks(self.separator.method.post, self.separator.method.wiener_iterations):
             if self.two_stems:
                 keep = np.asarray(block[self.two_stems], dtype=np.float32)
                 rest = mixture[:, start:start + keep.shape[-1]] - keep

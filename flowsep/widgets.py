@@ -246,7 +246,7 @@ def separation_panel(priors: Mapping, mixture, rate: int, references: Mapping | 
             try:
                 sep = Separator(dict(priors), method="instglow", device=device, progress=True, **settings)
                 result = sep.estimate(mixture, rate)
-                stems = result.render(sep.post, sep.wiener_iterations)
+                stems = result.render(sep.method.post, sep.method.wiener_iterations)
                 fig, ax = plt.subplots(figsize=(6, 2.5))
                 ax.plot(result.trace)
                 ax.set(xlabel="iteration", ylabel="loss", title="the separation objective")

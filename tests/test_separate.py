@@ -206,7 +206,7 @@ def test_trace_and_snapshots(priors, stems):
     mix = stems["tone"] + stems["burst"]
     sep = Separator(priors, iterations=12, snapshots=[0, 5, 12], progress=False)
     result = sep.estimate(mix, RATE)
-    result.render(sep.post)
+    result.render(sep.method.post)
     assert len(result.trace) == 13 and all(math.isfinite(v) for v in result.trace)
     assert result.trace[-1] < result.trace[0]
     assert sorted(result.snapshots) == [0, 5, 12]
@@ -222,7 +222,7 @@ def test_x_space_prior_and_noise_init(priors, stems):
     mix = stems["tone"] + stems["burst"]
     sep = Separator(priors, iterations=10, prior_space="x", prior_weight=1e-3, init=0.1, progress=False)
     result = sep.estimate(mix, RATE)
-    est = result.render(sep.post)
+    est = result.render(sep.method.post)
     assert all(np.isfinite(v).all() for v in est.values())
     assert result.trace[-1] < result.trace[0]
 
@@ -267,7 +267,7 @@ def test_every_method_adds_up_and_beats_the_mixture(priors, noisy_priors, stereo
     annealed = isinstance(METHODS[method].search, AnnealedSearch)
     sep = Separator(noisy_priors if annealed else priors, method=method, progress=False)
     result = sep.estimate(stereo_mix, RATE)
-    est = result.render(sep.post)
+    est = result.render(sep.method.post)
     assert np.abs(sum(est.values()) - stereo_mix).max() < 1e-4 * np.abs(stereo_mix).max()
     for name, ref in stereo_stems.items():
         for ch in range(2):
