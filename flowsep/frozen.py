@@ -85,13 +85,15 @@ class FrozenPriors:
 
     stack: "auto" (stacked when the architectures match, there are several priors and the device is a
     GPU), True (one-line error if the architectures differ) or False. unbatched: every source and item
-    on its own (overrides ``stack``).
+    on its own (never stacked).
     """
 
     def __init__(self, priors: dict, device: torch.device, stack="auto", unbatched: bool = False):
         check_priors(priors)
         if stack not in ("auto", True, False):
             raise FlowsepError(f"stack_sources must be 'auto', True or False, got {stack!r}")
+        if stack is True and unbatched:
+            raise FlowsepError("stack_sources=True and unbatched=True contradict each other; choose one")
         self.device, self.unbatched = device, bool(unbatched)
         self.names = list(priors)
         self.priors = {n: frozen_copy(p, device) for n, p in priors.items()}

@@ -150,7 +150,7 @@ def search_song(search: Search, priors: FrozenPriors, items: torch.Tensor, plan:
     def fades():
         return {n: CrossFade((plan.items, c.bins), starts, length, frames, priors.device) for n in names}
 
-    found, snaps = fades(), {it: fades() for it in snapshot_at if it <= search.iterations}
+    found, snaps = fades(), {it: fades() for it in snapshot_at}
     trace = torch.zeros(search.iterations + 1, dtype=torch.float64)
     song_bar = progress_bar(total=len(parts), show=progress and len(plan.chunks) > 1, desc="song", unit="part",
                             leave=False)

@@ -113,6 +113,8 @@ class LatentSearch(Search):
         init = self.init
         if not (init == "zeros" or (isinstance(init, (int, float)) and not isinstance(init, bool) and init >= 0)):
             raise FlowsepError(f"init must be 'zeros' or a noise standard deviation >= 0, got {init!r}")
+        if self.seed != 0 and init == "zeros":
+            raise FlowsepError(f"seed {self.seed} does nothing with init='zeros'; it seeds a noise start (init=0.1)")
 
     def start(self, priors: FrozenPriors, parts: list[int], frames: int) -> list[torch.Tensor]:
         """One latent per source for the given parts, each (len(parts), C', T'): zeros, or noise per part."""

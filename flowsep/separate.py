@@ -82,6 +82,8 @@ class Method:
         if isinstance(self.wiener_iterations, bool) or not isinstance(self.wiener_iterations, (int, np.integer)) \
                 or self.wiener_iterations < 0:
             raise FlowsepError(f"wiener_iterations must be a non-negative integer, got {self.wiener_iterations!r}")
+        if self.wiener_iterations != 1 and self.post != "wiener":
+            raise FlowsepError(f"wiener_iterations applies to post='wiener', not post={self.post!r}")
 
     def replace(self, **settings) -> "Method":
         """This method with ``settings`` changed (None keeps a setting as it is): ``dataclasses.replace`` on
@@ -166,6 +168,9 @@ class Separator:
         self.max_memory = None if max_memory in (None, "auto") else parse_size(max_memory)
         self.progress = progress
         self.snapshot_at = sorted({int(i) for i in (snapshots or [])})
+        if self.snapshot_at and not 0 <= self.snapshot_at[0] <= self.snapshot_at[-1] <= self.method.search.iterations:
+            raise FlowsepError(f"snapshots must be iterations from 0 to {self.method.search.iterations}, "
+                               f"got {self.snapshot_at}")
         self.priors = FrozenPriors(priors, self.device, stack=stack_sources, unbatched=unbatched)
         self.names, self.config = self.priors.names, self.priors.config
 

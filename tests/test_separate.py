@@ -314,6 +314,12 @@ def test_a_setting_that_does_not_apply_is_a_one_line_error(priors, noisy_priors)
     assert "warm_lr" in _one_line_error(lambda: Separator(priors, method="consistent", warm_lr=0))
     assert isinstance(METHODS["instglow"].search, LatentSearch) and METHODS["instglow"].search == LatentSearch()
     assert "method must be" in _one_line_error(lambda: Separator(priors, method=3))
+    # nor a setting that does nothing in combination with the others
+    assert "does nothing" in _one_line_error(lambda: Separator(priors, seed=3))
+    assert Separator(priors, seed=3, init=0.1, progress=False).method.search.seed == 3
+    assert "post='mask'" in _one_line_error(lambda: Separator(priors, post="mask", wiener_iterations=2))
+    assert "snapshots" in _one_line_error(lambda: Separator(priors, iterations=5, snapshots=[6]))
+    assert "contradict" in _one_line_error(lambda: Separator(priors, unbatched=True, stack_sources=True))
     assert isinstance(Separator(priors, Method("mine", LatentSearch(iterations=2)), progress=False).method, Method)
 
 
