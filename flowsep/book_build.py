@@ -219,13 +219,13 @@ def _called(node) -> str:
 
 def is_bookkeeping(node: ast.stmt) -> bool:
     """A statement that only hands a number to the text (``glue(...)``) or checks one (``assert``), or a
-    ``for`` loop of such statements."""
+    ``for`` loop or an ``if`` of such statements."""
     if isinstance(node, ast.Assert):
         return True
     if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
         return _called(node.value) == "glue"
-    if isinstance(node, ast.For) and not node.orelse:
-        return all(is_bookkeeping(n) for n in node.body)
+    if isinstance(node, (ast.For, ast.If)):
+        return all(is_bookkeeping(n) for n in node.body + node.orelse)
     return False
 
 

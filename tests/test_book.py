@@ -215,13 +215,16 @@ def test_bookkeeping_statements_leave_the_shown_code():
               "for k in (1, 2):\n"
               "    glue(f'k{k}', k)\n"
               "glue('y', y)\n"
+              "if y > 1:\n"
+              "    assert y == 2\n"
               "y = 5\n"
               "print(y)")
     shown, kept = book_build.split_bookkeeping(source)
     # glue('y', y) stays: y changes after it, so run later it would glue another value
-    assert shown == "x = 1  # kept\ny = x + 1\nglue('y', y)\ny = 5\nprint(y)"
+    assert shown == "x = 1  # kept\ny = x + 1\nglue('y', y)\nif y > 1:\n    assert y == 2\ny = 5\nprint(y)"
+    assert book_build.split_bookkeeping("z = 3\nif z:\n    assert z == 3") == ("z = 3", "if z:\n    assert z == 3")
     assert kept == ("# the number for the text\nglue('x', x)\nassert x > 0, 'positive'\n"
-                    "for k in (1, 2):\n    glue(f'k{k}', k)")
+                    "for k in (1, 2):\n    glue(f'k{k}', k)")   # the if reads y, which changes after it
     assert book_build.split_bookkeeping("glue('a', 1)") == ("", "glue('a', 1)")
     assert book_build.split_bookkeeping("a = (") == ("a = (", "")   # not Python: left alone
 

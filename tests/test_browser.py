@@ -211,3 +211,34 @@ def test_players_and_images_become_files_beside_the_page(tmp_path):
     mp3 = next(p for p in (tmp_path / "ch_media").iterdir() if p.suffix == ".mp3")
     data, rate = sf.read(io.BytesIO(mp3.read_bytes()))
     assert rate == 22050 and abs(len(data) - 22050) < 3000 and 0.05 < np.abs(data).max() < 0.15
+
+
+# ---- what a reader sees: the book, not its machinery -------------------------------------------------
+#: text that only a progress bar or a training log writes
+LOG_TEXT = re.compile(r"\d+%\|[^|\n]*\||\d+(?:\.\d+)?(?:it|s)/(?:s|it)\]|^\[[A-Za-z][^\]\n]*\] ", re.M)
+
+
+def _chapter_pages(book):
+    from bs4 import BeautifulSoup
+
+    for entry in sorted(CHAPTER_ENTRIES):
+        page = book.html / f"{entry}.html"
+        if page.is_file():
+            yield entry, BeautifulSoup(page.read_text(), "html.parser")
+
+
+def test_pages_show_no_machinery(book):
+    """No Colab install cell, no parameter cells, no glue or assert lines in the code shown, and no text
+    of progress bars or training logs in what the cells printed."""
+    pages = list(_chapter_pages(book))
+    assert pages
+    for entry, soup in pages:
+        for cell in soup.select("div.cell_input"):
+            code = cell.get_text()
+            assert "google.colab" not in code, f"{entry}: the Colab cell is on the page"
+            assert not re.search(r"^\s*PROFILE\s*=", code, re.M), f"{entry}: a parameters cell is on the page"
+            assert not re.search(r"^\s*(glue\(|assert\b)", code, re.M), f"{entry}: glue/assert on the page:\n{code}"
+        for output in soup.select("div.cell_output"):
+            found = LOG_TEXT.search(output.get_text())
+            assert not found, f"{entry}: progress or log text on the page: {found.group(0)!r}"
+        assert not soup.select(".flowsep-progress"), f"{entry}: a progress bar on the page"
