@@ -16,7 +16,6 @@ import math
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from .data.chunks import SourceChunks
 from .data.musdb import is_musdb_root, load_source_signals, resolve_root
