@@ -312,7 +312,7 @@ class Race:
     priors: object = None
     excerpt: tuple | None = None
     progress: bool = True
-    log: object = print
+    log: object = progress_log
 
     @property
     def names(self) -> list[str]:
