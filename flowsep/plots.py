@@ -24,9 +24,22 @@ from .spectral import stft
 FLOOR_DB = 90.0  # dynamic range shown by a spectrogram (dB below full scale)
 
 #: text sizes of the book's figures: a figure as wide as the page (about 10 inches) is scaled down to the
-#: text column, so matplotlib's default 10 pt would read as 6 to 7 pt there
+#: text column, so matplotlib's default 10 pt would read as 6 to 7 pt there. No figure of the book sets
+#: a smaller size (tests/test_browser.py checks the rendered pages against these).
 BOOK_STYLE = {"font.size": 12, "axes.titlesize": 12, "axes.labelsize": 12, "xtick.labelsize": 11,
               "ytick.labelsize": 11, "legend.fontsize": 11, "figure.titlesize": 13}
+#: the rendered book's text column (pixels at 100% zoom), the figures' resolution (the inline backend's),
+#: and the smallest text a figure may show once scaled to that column
+COLUMN_PX, FIGURE_DPI, MIN_TEXT_PX = 690, 100, 9.0
+#: spectrograms start here on their logarithmic frequency axis (below it music has little to show)
+LOW_HZ = 30.0
+
+
+def widest_figure_px() -> int:
+    """The widest PNG (pixels) whose smallest text (BOOK_STYLE's) still reads at ``MIN_TEXT_PX`` once
+    scaled down to the column: about 1170 px, an 11.7-inch figure."""
+    smallest_pt = min(v for k, v in BOOK_STYLE.items() if k.endswith("size"))
+    return int(COLUMN_PX * smallest_pt * FIGURE_DPI / 72 / MIN_TEXT_PX)
 
 
 def book_style() -> None:
@@ -55,10 +68,13 @@ def display_fft(rate: int) -> tuple[int, int]:
 
 
 def magnitude_image(mag, rate: int, hop: int, ax=None, title: str | None = None, floor_db: float = FLOOR_DB,
-                    max_freq: float | None = None, colorbar: bool = True, n_fft: int | None = None):
+                    max_freq: float | None = None, colorbar: bool = True, n_fft: int | None = None,
+                    log_freq: bool = True):
     """Draw a magnitude spectrogram (bins, frames) in dB re full scale; returns the image.
 
-    rate, hop: the STFT's sample rate and hop (for the axes); n_fft defaults to 2*(bins-1).
+    rate, hop: the STFT's sample rate and hop (for the axes); n_fft defaults to 2*(bins-1). log_freq: a
+    logarithmic frequency axis from :data:`LOW_HZ` (each octave the same height, so a bass line and a
+    hi-hat both get room), else linear from 0 Hz.
     """
     m = _np(mag)
     if m.ndim != 2:
@@ -67,10 +83,21 @@ def magnitude_image(mag, rate: int, hop: int, ax=None, title: str | None = None,
     db = 20 * np.log10(np.maximum(m / (n_fft / 4), 1e-10))
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 3))
-    top = rate / 2
-    extent = (0, m.shape[1] * hop / rate, 0, top)
-    im = ax.imshow(db, origin="lower", aspect="auto", extent=extent, cmap="magma", vmin=-floor_db, vmax=0)
-    ax.set_ylim(0, min(top, max_freq) if max_freq else top)
+    top = min(rate / 2, max_freq) if max_freq else rate / 2
+    if log_freq:
+        freqs = np.arange(m.shape[0]) * rate / n_fft
+        times = (np.arange(m.shape[1]) + 0.5) * hop / rate
+        im = ax.pcolormesh(times, freqs[1:], db[1:], shading="nearest", cmap="magma", vmin=-floor_db, vmax=0,
+                           rasterized=True)
+        ax.set_yscale("log")
+        ax.set_ylim(min(LOW_HZ, top / 2), top)
+        ticks = [t for t in (50, 100, 200, 500, 1000, 2000, 5000, 10000) if LOW_HZ <= t <= top]
+        ax.set_yticks(ticks, [f"{t // 1000}k" if t >= 1000 else str(t) for t in ticks])
+        ax.minorticks_off()
+    else:
+        extent = (0, m.shape[1] * hop / rate, 0, rate / 2)
+        im = ax.imshow(db, origin="lower", aspect="auto", extent=extent, cmap="magma", vmin=-floor_db, vmax=0)
+        ax.set_ylim(0, top)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("frequency (Hz)")
     if title:
@@ -107,7 +134,7 @@ def stem_spectrograms(stems: Mapping, rate: int, seconds: float | None = None, m
         if seconds is not None:
             a = a[..., :int(seconds * rate)]
         im = spectrogram(a, rate, ax=ax, max_freq=max_freq, colorbar=False)
-        ax.set_title(name, loc="left", fontsize=10)
+        ax.set_title(name, loc="left")
         ax.set_xlabel("")
     axes[-1, 0].set_xlabel("time (s)")
     fig.tight_layout()
@@ -188,7 +215,7 @@ def likelihood_heatmap(matrix, ax=None, title: str | None = None, unit: str = "b
         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=2.5))
     fig.colorbar(im, ax=ax, label=unit, pad=0.02)
     better = "higher" if higher_is_better else "lower"
-    ax.set_title(title or f"{unit} ({better} is better; red: best prior for each source)", fontsize=10)
+    ax.set_title(title or f"{unit} ({better} is better; red: best prior for each source)")
     fig.tight_layout()
     return fig
 
@@ -247,7 +274,7 @@ def chunk_activity(signal, rate: int, segment: int, stride: int, silence_db: flo
                     color="C3", alpha=0.15, label="skipped")
     ax.set_xlabel("chunk start (s)")
     ax.set_ylabel("dBFS")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right")
     if title:
         ax.set_title(title)
     fig.tight_layout()

@@ -36,6 +36,7 @@ from .spectral import resample
 MAX_RATE = 22050      # players resample down to this rate: enough for listening, half the page size
 PLAYER_WIDTH = 170    # pixels of one player in a row of players
 MIN_PLAYER_WIDTH = 110  # a grid's players share the text width, down to this
+GRID_COLUMNS = 4      # a grid with more target columns wraps: tables of at most this many, one under another
 
 
 def listenable(audio, rate: int, seconds: float | None = None, max_rate: int | None = MAX_RATE):
@@ -128,7 +129,9 @@ def audio_grid(rows: Mapping, rate: int | None = None, columns=None, seconds: fl
     rows: {row name: {column name: audio or (audio, rate) or None}}; ``rate`` applies to plain arrays.
     columns: the column order (default: first-seen order). A missing or None cell shows a dash (a
     system that has no output for that target). With ``spectrograms=True`` every cell also shows a
-    small spectrogram above its player. Returns an ``IPython.display.HTML``.
+    small spectrogram above its player. More than :data:`GRID_COLUMNS` columns wrap: the grid becomes
+    tables of at most that many columns, one under the other, so that every player fits the text width.
+    Returns an ``IPython.display.HTML``.
     """
     if not isinstance(rows, Mapping) or not rows:
         raise FlowsepError("audio_grid needs {row: {column: audio}} with at least one row")
@@ -138,6 +141,11 @@ def audio_grid(rows: Mapping, rate: int | None = None, columns=None, seconds: fl
             for c in cells:
                 if c not in columns:
                     columns.append(c)
+    if len(columns) > GRID_COLUMNS:
+        parts = [audio_grid(rows, rate, columns[k:k + GRID_COLUMNS], seconds, spectrograms,
+                            caption if k == 0 else None, max_freq).data
+                 for k in range(0, len(columns), GRID_COLUMNS)]
+        return HTML("".join(parts))
     cell_style = "padding:3px 4px;border:1px solid #ddd;vertical-align:top;text-align:center"
     head = "".join(f'<th style="{cell_style}">{html.escape(str(c))}</th>' for c in columns)
     show_names = any(str(r) for r in rows)

@@ -305,6 +305,25 @@ def test_audio_grid_has_a_player_per_cell_and_a_dash_for_missing():
     assert html.index(">vocals<") < html.index(">bass<")
     with pytest.raises(FlowsepError):
         widgets.audio_grid({"row": {"a": x}})  # no rate anywhere
+    six = {f"t{k}": x for k in range(6)}
+    wrapped = widgets.audio_grid({"a": six, "b": six}, rate=8000, caption="six targets").data
+    assert wrapped.count("<table") == 2 and wrapped.count("<audio") == 12 and wrapped.count("<caption") == 1
+    second = wrapped.index("<table", wrapped.index("<table") + 1)
+    assert wrapped.index(">t3<") < second < wrapped.index(">t4<")
+
+
+def test_no_figure_text_below_the_book_style():
+    """Figures keep BOOK_STYLE's sizes: nothing in the chapters or flowsep/ asks for smaller text (the
+    rendered pages' figure widths are checked against them in test_browser.py)."""
+    import re
+
+    from flowsep import plots
+    smallest = min(v for k, v in plots.BOOK_STYLE.items() if k.endswith("size"))
+    sources = {p: p.read_text() for p in [*(ROOT / "flowsep").rglob("*.py"), *CHAPTERS]}
+    small = [(p.name, m.group(0)) for p, text in sources.items()
+             for m in re.finditer(r"(?:fontsize|labelsize|size)\s*=\s*(\d+(?:\.\d+)?)\b", text)
+             if "font" in m.group(0) or "label" in m.group(0) if float(m.group(1)) < smallest]
+    assert not small, f"text smaller than BOOK_STYLE's {smallest} pt: {small}"
 
 
 def test_likelihood_matrix_scores_every_prior_on_every_source():
@@ -396,3 +415,25 @@ def test_timings_markdown_lists_each_chapter_with_its_time():
     assert "`cpu` profile on 2 CPU cores without a GPU" in md
     assert "| First | 30 s |" in md and "| Second | 10.0 min (earlier run) |" in md
     assert "Not run" not in md and "| all chapters | 10.5 min |" in md
+
+
+def test_a_large_figure_is_stored_with_a_palette():
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    noise = np.random.default_rng(0).integers(0, 255, (700, 1000, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, format="PNG")
+    big = buf.getvalue()
+    assert len(big) > book_build.MAX_PNG_BYTES
+    small = book_build.lighter_png(big)
+    assert len(small) < len(big) and Image.open(io.BytesIO(small)).size == (1000, 700)
+    tiny = book_build.lighter_png(big[:100])
+    assert tiny == big[:100]   # under the limit: untouched
+    cell = nbformat.v4.new_code_cell("fig", outputs=[nbformat.v4.new_output(
+        "display_data", data={"image/png": base64.b64encode(big).decode(), "text/plain": "<Figure>"})])
+    book_build.present(nbformat.v4.new_notebook(cells=[cell]))
+    assert base64.b64decode(cell.outputs[0]["data"]["image/png"]) == small

@@ -242,3 +242,28 @@ def test_pages_show_no_machinery(book):
             found = LOG_TEXT.search(output.get_text())
             assert not found, f"{entry}: progress or log text on the page: {found.group(0)!r}"
         assert not soup.select(".flowsep-progress"), f"{entry}: a progress bar on the page"
+
+
+def test_figures_fit_the_column_and_stay_small(book):
+    """Every image of a chapter page is at most book_build.MAX_PNG_BYTES, and no wider than what keeps
+    BOOK_STYLE's smallest text at plots.MIN_TEXT_PX once the image is scaled to the text column."""
+    from PIL import Image
+
+    from flowsep import book_build, plots
+    widest = plots.widest_figure_px()
+    checked = 0
+    for entry, soup in _chapter_pages(book):
+        page = book.html / f"{entry}.html"
+        for img in soup.select("img"):
+            src = img.get("src", "")
+            if not src or src.startswith(("data:", "http")) or not src.endswith(".png"):
+                continue
+            path = (page.parent / src).resolve()
+            assert path.is_file(), f"{entry}: {src} is missing"
+            checked += 1
+            size = path.stat().st_size
+            assert size <= book_build.MAX_PNG_BYTES, f"{entry}: {src} is {size // 1024} KB"
+            width = Image.open(path).size[0]
+            assert width <= widest, (f"{entry}: {src} is {width} px wide: its text would read below "
+                                     f"{plots.MIN_TEXT_PX:g} px in the {plots.COLUMN_PX} px column")
+    assert checked
