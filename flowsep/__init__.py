@@ -14,6 +14,7 @@ The modules, in the order the data flows (each imports only modules above it; th
 
     errors          the one exception for a user's mistake, and how commands report it       (all)
     constants       targets, profiles, comparison systems and their names                    1, preface, 6
+    verdict         the one rule that words a comparison (ahead, behind, tied) from its interval 5, 6, 7
     paper           the InstGlow paper's numbers and settings, once, with their source        1, 6
     device          cpu/cuda, mixed precision, the processes of a distributed run            4, 5
     io              atomic files, audio read/write, checkpoints' format check, data folder    (all)

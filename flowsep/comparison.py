@@ -53,7 +53,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from . import __version__, ledger
+from . import __version__, ledger, verdict
 from .baselines import MixtureAsEstimate, OracleRatioMask, OracleWiener, ensure_supervised, training_budget
 from .bundle import is_bundle, load_bundle, read_manifest, train_into_bundle
 from .cache import ensure_dataset, ensure_prior, prior_bundle_path
@@ -210,6 +210,22 @@ def bootstrap_mean(values: np.ndarray, n: int = BOOTSTRAP, seed: int = BOOTSTRAP
     stats = stats[np.isfinite(stats)]
     low, high = np.percentile(stats, [2.5, 97.5])
     return mean, float(low), float(high)
+
+
+def leaders(per_track: dict) -> list:
+    """The systems that no other system is ahead of by the book's rule (:func:`flowsep.verdict.relation`
+    on the paired bootstrap interval over the songs both scored), best mean first: the top group this run
+    cannot order. per_track: {key: per_track_sdr(...)}, (songs, targets) frames."""
+    means = {k: float(np.nanmean(pt.to_numpy(dtype=float))) for k, pt in per_track.items()}
+
+    def ahead(a, b) -> bool:
+        songs = [s for s in per_track[a].index if s in per_track[b].index]
+        d = (per_track[a].loc[songs] - per_track[b].loc[songs]).to_numpy(dtype=float)
+        _, low, high = bootstrap_mean(d) if songs else (math.nan, math.nan, math.nan)
+        return verdict.relation(low, high) == verdict.AHEAD
+
+    top = [k for k in per_track if not any(ahead(j, k) for j in per_track if j != k)]
+    return sorted(top, key=lambda k: -means[k])
 
 
 def song_statistics(per_track: dict, reference: str = "instglow") -> pd.DataFrame:
@@ -487,7 +503,8 @@ def report(race: Race, built: dict[str, Built], rows: list[dict], per_track: dic
         tmp.write_text(json.dumps(_benchmark_info(race, table, in_words), indent=2, default=_json_default))
     instglow = built["instglow"].separator if "instglow" in built else None
     _write_ledger(race.out, table, profile=race.profile, protocol=race.protocol, root=race.root, data=race.data,
-                  tracks=len(race.listed), budget=in_words, instglow=instglow, excerpt=race.excerpt)
+                  tracks=len(race.listed), budget=in_words, instglow=instglow, excerpt=race.excerpt,
+                  per_track=per_track)
     return table
 
 
@@ -535,18 +552,33 @@ def is_synthetic(root) -> bool:
     return (Path(root) / MANIFEST).is_file()
 
 
+def paired_table(per_track: dict, pairs) -> pd.DataFrame:
+    """The paired difference a - b of each pair (a, b) of systems over the songs both scored: the mean over
+    songs x targets, its bootstrap 95% interval (:func:`bootstrap_mean`, songs resampled) and the number of
+    songs (columns :data:`flowsep.ledger.PAIRED_COLUMNS`). per_track: {key: per_track_sdr(...)}."""
+    rows = []
+    for a, b in pairs:
+        if a not in per_track or b not in per_track:
+            continue
+        songs = [s for s in per_track[a].index if s in per_track[b].index]
+        d = (per_track[a].loc[songs] - per_track[b].loc[songs]).to_numpy(dtype=float)
+        diff, low, high = bootstrap_mean(d) if songs else (math.nan, math.nan, math.nan)
+        rows.append({"a": a, "b": b, "diff": diff, "ci_low": low, "ci_high": high, "songs": len(songs)})
+    return pd.DataFrame(rows, columns=ledger.PAIRED_COLUMNS)
+
+
 def _write_ledger(out: Path, table: pd.DataFrame, *, profile, protocol, root, data, tracks, budget, instglow,
-                  excerpt=None):
+                  excerpt=None, per_track=None):
     synthetic = data is None or str(data) in ("", "synthetic") or is_synthetic(root)
     settings = ledger.flowsep_settings(profile, instglow)
-    paired = table.set_index("key")[["diff_instglow", "diff_ci_low", "diff_ci_high"]].rename(
-        columns={"diff_instglow": "diff"})
-    claim_rows = ledger.claims(table, profile=profile, protocol=protocol, synthetic=synthetic, settings=settings,
-                               paired=paired)
+    paired = paired_table(per_track or {}, ledger.pairs_to_judge(table["key"]))
+    claim_rows = ledger.claims(table, profile=profile, protocol=protocol, synthetic=synthetic, paired=paired,
+                               songs=tracks, seconds=excerpt[1] if excerpt else None)
     deviation_rows = ledger.deviations(profile, data=Path(root).name, synthetic=synthetic, protocol=protocol,
                                        tracks=tracks, budget=budget, settings=settings, excerpt=excerpt)
     ledger.write_ledger(out, claim_rows, deviation_rows,
-                        f"Reproduction ledger: profile {profile}, {protocol} protocol, {budget}")
+                        f"Reproduction ledger: profile {profile}, {protocol} protocol, {budget}",
+                        ledger.settings_rows(settings))
 
 
 def budget_curve(data=None, profile: str = "cpu", out="curve", budgets=(60.0, 180.0, 540.0), tracks=None,
@@ -577,7 +609,9 @@ def budget_curve(data=None, profile: str = "cpu", out="curve", budgets=(60.0, 18
         for _, r in table[table["key"].isin(systems)].iterrows():
             rows.append({"system": r["system"], "key": r["key"], "budget_seconds": b, "song_mean": r["song_mean"],
                          "ci_low": r["ci_low"], "ci_high": r["ci_high"], "mean": r["mean"], "steps": r["steps"],
-                         "train_seconds": r["train_seconds"], "rtf": r["rtf"], "songs": r["songs"]})
+                         "train_seconds": r["train_seconds"], "rtf": r["rtf"], "songs": r["songs"],
+                         "diff_instglow": r["diff_instglow"], "diff_ci_low": r["diff_ci_low"],
+                         "diff_ci_high": r["diff_ci_high"]})
     curve = pd.DataFrame(rows)
     with atomic_path(out / "budget_curve.csv") as tmp:
         curve.to_csv(tmp, index=False, float_format="%.4f")

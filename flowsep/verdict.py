@@ -1,0 +1,39 @@
+"""The book's one rule for putting a comparison into words.
+
+A is *ahead of* B only when the 95% interval of the paired difference A - B (over the same songs, or the
+same items) lies wholly above zero, *behind* B when it lies wholly below, and *tied with* B otherwise: a
+difference of means alone never gives a direction. Every chapter words its comparisons with
+:func:`relation` and :func:`sentence`, so a sentence cannot say "ahead" where the interval beside it
+says "cannot tell".
+"""
+from __future__ import annotations
+
+import math
+
+AHEAD, BEHIND, TIED = "ahead of", "behind", "tied with"
+
+
+def relation(low: float, high: float) -> str:
+    """:data:`AHEAD`, :data:`BEHIND` or :data:`TIED` from the 95% interval ``[low, high]`` of A - B.
+
+    An interval that touches zero, or that is not known (NaN), is a tie: no direction without evidence.
+    """
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return TIED
+    if low > high:
+        raise ValueError(f"an interval needs low <= high, got [{low}, {high}]")
+    if low > 0:
+        return AHEAD
+    if high < 0:
+        return BEHIND
+    return TIED
+
+
+def sentence(a: str, b: str, diff: float, low: float, high: float, unit: str = "dB") -> str:
+    """``"A is behind B by 0.31 dB (paired 95% interval -0.52 to -0.10 dB)"``, or ``"A is tied with B
+    (paired difference +0.06 dB, 95% interval -1.41 to +1.29 dB)"``."""
+    rel = relation(low, high)
+    interval = f"95% interval {low:+.2f} to {high:+.2f} {unit}"
+    if rel == TIED:
+        return f"{a} is {TIED} {b} (paired difference {diff:+.2f} {unit}, {interval})"
+    return f"{a} is {rel} {b} by {abs(diff):.2f} {unit} (paired {interval})"
