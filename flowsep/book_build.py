@@ -318,10 +318,33 @@ def _duration(seconds) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
-#: Seconds per chapter (by number) at the ``gpu`` profile on a Colab T4, from nothing cached. Estimated from
-#: the FLOP count of benchmarks/gpu_estimate.py (3 minutes of training per prior and per supervised system)
-#: plus the CPU work measured at the cpu profile (data generation, museval); no GPU measurement yet.
-GPU_ESTIMATES = {"01": 45, "02": 60, "03": 60, "04": 14 * 60, "05": 3 * 60, "06": 27 * 60, "07": 15 * 60}
+#: Seconds per chapter (by number) at the ``gpu`` profile on a Colab T4 that are not training: data
+#: generation, separation, museval. Estimated from the CPU work measured at the cpu profile and the FLOP
+#: count of benchmarks/gpu_estimate.py; no GPU measurement yet. The training is added by
+#: :func:`gpu_training_seconds` from the budgets the chapters use.
+GPU_OTHER_SECONDS = {"01": 45, "02": 60, "03": 60, "04": 120, "05": 180, "06": 600, "07": 360}
+
+
+def gpu_training_seconds() -> dict[str, float]:
+    """Seconds of training per chapter (by number) at the ``gpu`` profile, from the budgets the chapters
+    read: chapter 4 trains four priors (``PriorConfig.preset("gpu").train_seconds`` each); chapter 6 races
+    four supervised systems at ``RACE_SECONDS["gpu"]`` (InstGlow's entry is chapter 4's priors when a
+    quarter of the race is a prior's budget, else four priors of that quarter) and runs the budget curve's
+    other points (``CURVE_FRACTIONS``) for InstGlow and Open-Unmix; chapter 7 trains three priors."""
+    from .comparison import CURVE_FRACTIONS, RACE_SECONDS
+    from .prior import PriorConfig
+
+    prior, race = PriorConfig.preset("gpu").train_seconds, RACE_SECONDS["gpu"]
+    instglow = 0.0 if race / 4 == prior else race
+    curve = 2 * sum(f * race for f in CURVE_FRACTIONS["gpu"])
+    return {"04": 4 * prior, "06": 4 * race + instglow + curve, "07": 3 * prior}
+
+
+def gpu_estimates() -> dict[str, float]:
+    """Seconds per chapter (by number) at the ``gpu`` profile on a Colab T4, from nothing cached: the
+    training budgets of :func:`gpu_training_seconds` plus :data:`GPU_OTHER_SECONDS` (an estimate)."""
+    training = gpu_training_seconds()
+    return {stem: other + training.get(stem, 0.0) for stem, other in GPU_OTHER_SECONDS.items()}
 
 
 def _gpu_cell(stem: str, entry: dict, timings: dict) -> str:
@@ -329,10 +352,10 @@ def _gpu_cell(stem: str, entry: dict, timings: dict) -> str:
     if timings.get("profile") == "gpu" and "GPU" in (timings.get("machine") or "") and "without" not in \
             timings["machine"]:
         return f"{_duration(entry.get('seconds'))} measured (this build)"
-    estimate = GPU_ESTIMATES.get(stem[:2])
+    estimate = gpu_estimates().get(stem[:2])
     if estimate is None:
         return "not estimated"
-    return f"{_duration(estimate)} estimated (FLOP count, no GPU measurement yet)"
+    return f"{_duration(estimate)} estimated (training budgets + FLOP count, no GPU measurement yet)"
 
 
 def timings_markdown(timings: dict, titles: dict) -> str:
@@ -340,7 +363,7 @@ def timings_markdown(timings: dict, titles: dict) -> str:
 
     titles: {chapter stem: title}, in reading order; chapters missing from ``timings`` are skipped.
     The GPU column: the ``gpu`` profile on a Colab T4, measured when this build ran it on a GPU, otherwise
-    :data:`GPU_ESTIMATES`, labelled as estimates.
+    :func:`gpu_estimates`, labelled as estimates.
     """
     machine = timings.get("machine") or f"{timings.get('cpu_count')} CPU cores"
     lines = [f"This copy of the book was rendered at the `{timings['profile']}` profile on {machine}. "
@@ -357,7 +380,7 @@ def timings_markdown(timings: dict, titles: dict) -> str:
         note = " (earlier run)" if entry.get("status") == "reused" else ""
         gpu = _gpu_cell(stem, entry, timings)
         measured = measured and "measured" in gpu
-        gpu_total += (entry.get("seconds") or 0.0) if "measured" in gpu else GPU_ESTIMATES.get(stem[:2], 0)
+        gpu_total += (entry.get("seconds") or 0.0) if "measured" in gpu else gpu_estimates().get(stem[:2], 0)
         lines.append(f"| {title} | {_duration(entry.get('seconds'))}{note} | {gpu} |")
     kind = "measured" if measured else "estimated"
     lines.append(f"| all chapters | {_duration(total)} | {_duration(gpu_total)} {kind} |")

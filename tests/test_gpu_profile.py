@@ -1,14 +1,31 @@
 """The GPU reader's path: the preface says, per chapter, whether its GPU time is measured or estimated."""
 
 
+def test_preface_gpu_estimates_follow_the_budgets_the_chapters_use(monkeypatch):
+    """The preface's GPU column is computed from the settings the chapters read (a prior's budget, chapter
+    6's race and its budget curve), so it moves with them."""
+    from flowsep import book_build, comparison
+    from flowsep.prior import PriorConfig
+
+    prior = PriorConfig.preset("gpu").train_seconds
+    race = comparison.RACE_SECONDS["gpu"]
+    training = book_build.gpu_training_seconds()
+    assert training["04"] == 4 * prior and training["07"] == 3 * prior
+    curve = 2 * sum(f * race for f in comparison.CURVE_FRACTIONS["gpu"])
+    assert training["06"] == 4 * race + (0 if race / 4 == prior else race) + curve
+    before = book_build.gpu_estimates()["06"]
+    monkeypatch.setitem(comparison.RACE_SECONDS, "gpu", 2 * race)
+    assert book_build.gpu_estimates()["06"] > before   # a longer race: a longer chapter 6
+
+
 def test_preface_gpu_column_says_measured_or_estimated():
     from flowsep import book_build
     titles = {"01_a": "First", "04_b": "Fourth"}
     cpu = {"profile": "cpu", "machine": "2 CPU cores without a GPU",
            "chapters": {"01_a": {"seconds": 30.0, "status": "ok"}, "04_b": {"seconds": 300.0, "status": "ok"}}}
     md = book_build.timings_markdown(cpu, titles)
-    assert md.count("estimated (FLOP count, no GPU measurement yet)") == 2 and "measured" not in md.replace(
-        "no GPU measurement", "")
+    assert md.count("estimated (training budgets + FLOP count, no GPU measurement yet)") == 2
+    assert "measured" not in md.replace("no GPU measurement", "")
     gpu = dict(cpu, profile="gpu", machine="2 CPU cores with a Tesla T4 GPU")
     md = book_build.timings_markdown(gpu, titles)
     assert "| Fourth | 5.0 min | 5.0 min measured (this build) |" in md and "estimated" not in md
