@@ -172,6 +172,18 @@ def audio_grid(rows: Mapping, rate: int | None = None, columns=None, seconds: fl
     return HTML("".join(parts))
 
 
+CAPTION_STYLE = [("caption-side", "top"), ("text-align", "left"), ("font-weight", "bold")]
+
+
+def table(frame, caption: str, precision: int = 2):
+    """A table as the book shows it: its caption above it, numbers to ``precision`` decimals (a pandas
+    Styler; the data are not rounded)."""
+    if not caption:
+        raise FlowsepError("every table of the book has a caption")
+    styled = frame.style.format(precision=precision).set_table_attributes('class="dataframe"')  # the book's style
+    return styled.set_caption(caption).set_table_styles([{"selector": "caption", "props": CAPTION_STYLE}])
+
+
 def text_table(frame, max_width: str = "24em", caption: str | None = None):
     """A table of sentences that fits the page: every cell wraps at ``max_width`` (a pandas Styler; numbers
     with two decimals).
@@ -184,9 +196,8 @@ def text_table(frame, max_width: str = "24em", caption: str | None = None):
     styled = frame.style.format(precision=2).set_table_attributes('class="dataframe"')  # the book's table style
     if caption:
         styled = styled.set_caption(caption)
-    caption_style = [("caption-side", "top"), ("text-align", "left"), ("font-weight", "bold")]
     return styled.set_table_styles([{"selector": "td", "props": cell}, {"selector": "th", "props": cell},
-                                    {"selector": "caption", "props": caption_style}])
+                                    {"selector": "caption", "props": CAPTION_STYLE}])
 
 
 #: peak amplitude (full scale 1) below which a player is labelled silent: -80 dBFS

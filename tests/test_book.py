@@ -294,6 +294,18 @@ def test_a_table_of_sentences_wraps_and_rounds():
     assert ">7.14<" in page and "7.1415" not in page and "the claims</caption>" in page
 
 
+def test_a_table_has_its_caption_and_keeps_its_data():
+    import pandas as pd
+
+    from flowsep import widgets
+    frame = pd.DataFrame({"SDR": [4.55123, -1.0]}, index=["vocals", "bass"])
+    page = widgets.table(frame, "SDR per target", precision=1).to_html()
+    assert "SDR per target</caption>" in page and ">4.6<" in page and 'class="dataframe"' in page
+    assert frame.loc["vocals", "SDR"] == 4.55123   # shown rounded, not rounded
+    with pytest.raises(FlowsepError):
+        widgets.table(frame, "")
+
+
 def test_audio_grid_has_a_player_per_cell_and_a_dash_for_missing():
     import numpy as np
 

@@ -267,3 +267,15 @@ def test_figures_fit_the_column_and_stay_small(book):
             assert width <= widest, (f"{entry}: {src} is {width} px wide: its text would read below "
                                      f"{plots.MIN_TEXT_PX:g} px in the {plots.COLUMN_PX} px column")
     assert checked
+
+
+def test_every_table_has_a_caption(book):
+    """Every data table of a chapter page (pandas' class="dataframe") says what it is in a caption."""
+    tables = 0
+    for entry, soup in _chapter_pages(book):
+        for found in soup.select("table.dataframe"):
+            tables += 1
+            caption = found.find("caption")
+            assert caption and caption.get_text(strip=True), \
+                f"{entry}: a table without a caption:\n{found.get_text(' ', strip=True)[:300]}"
+    assert tables
