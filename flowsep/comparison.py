@@ -25,7 +25,8 @@ every system, the oracles and the mixture-as-estimate bound included, scores the
 * ``benchmark.json``: the same numbers with the profile, protocol, budget and tracks, and ``per_track.csv``:
   the SDR of every system, song and target;
 * ``ledger.md`` and ``ledger.csv``: the reproduction ledger (:mod:`flowsep.ledger`), every claim of the paper
-  with this run's value and a status, and every deviation of flowsep from the paper;
+  with this run's value and a status (its relations judged by the paired differences of :func:`paired_table`),
+  the paper's separation settings beside flowsep's, and every deviation of flowsep from the paper;
 * ``scores/<system>/``: museval's per-track JSON files and ``summary.csv`` of each system;
 * ``models/<system>.pt``: the supervised checkpoints (reused, or resumed, by the next run);
   ``models/<system>-<S>s.pt`` and ``priors/seconds<S/4>/`` for a race at equal training time (InstGlow

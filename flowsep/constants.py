@@ -12,8 +12,9 @@ PROFILES = ("smoke", "cpu", "gpu", "paper")
 #: the supervised comparison systems of the paper (:mod:`flowsep.baselines`)
 MODEL_NAMES = ("openunmix", "convtasnet", "demucs", "waveunet")
 
-#: how tables and figures name every system of the comparison (:data:`flowsep.comparison.SYSTEMS`)
-DISPLAY_NAMES = {"instglow": "InstGlow", "openunmix": "Open-Unmix", "convtasnet": "Conv-TasNet", "demucs": "Demucs",
+#: how tables and figures name every system of the comparison (:data:`flowsep.comparison.SYSTEMS`): what runs
+#: ("HDemucs": torchaudio's Hybrid Demucs); the paper's own rows keep its labels (:data:`flowsep.paper.MUSDB_TABLE`)
+DISPLAY_NAMES = {"instglow": "InstGlow", "openunmix": "Open-Unmix", "convtasnet": "Conv-TasNet", "demucs": "HDemucs",
                  "waveunet": "Wave-U-Net", "oracle-irm": "oracle IRM", "oracle-mwf": "oracle MWF",
                  "mixture": "mixture"}
 

@@ -19,7 +19,7 @@ from flowsep.comparison import SYSTEMS, run_benchmark
 from flowsep.cli import main
 from flowsep.errors import FlowsepError
 from flowsep import paper
-from flowsep.ledger import STATUSES
+from flowsep.ledger import STATUSES, read_ledger
 from flowsep.evaluate import load_track, open_tracks
 
 TARGETS = ("vocals", "drums", "bass", "other")
@@ -196,15 +196,16 @@ def test_benchmark_writes_every_row_and_the_demo(short_root, tmp_path, monkeypat
     assert "equal training time: 2 s per system" in md.splitlines()[0]
     info = json.loads((out / "benchmark.json").read_text())
     assert info["train_seconds"] == 2.0 and info["steps"] is None
-    # the ledger: a row for every number of the paper's tables, each with a known status
-    ledger = pd.read_csv(out / "ledger.csv")
-    claims = ledger[ledger["part"] != "deviation"]
+    # the ledger: a row for every number of the paper's tables, each with a known status; the settings apart
+    claims, settings, deviations = read_ledger(out / "ledger.csv")
     assert set(claims["status"]) <= set(STATUSES)
     assert (claims["part"] == "4-stem MUSDB18").sum() == 4 * len(paper.MUSDB_TABLE)
     assert (claims["part"] == "Slakh new sources").sum() == sum(
         v is not None for r in paper.SLAKH_TABLE for v in r.sdr.values())
-    assert (claims["part"] == "separation settings").sum() == len(paper.SEPARATION_SETTINGS)
-    assert (ledger["part"] == "deviation").sum() >= 10
+    relations = claims[claims["part"] == "relations"].set_index("claim")
+    assert relations.loc["ordering of the systems by mean SDR", "evidence"].count("[") == 4  # 5 systems, 4 pairs
+    assert "HDemucs" in relations.loc["ordering of the systems by mean SDR", "this_run"]
+    assert len(settings) == len(paper.SEPARATION_SETTINGS) and len(deviations) >= 10
     assert "Reproduction ledger" in (out / "ledger.md").read_text()
     # the oracles beat the mixture bound
     by = csv.set_index("system")["mean"]
