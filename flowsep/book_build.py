@@ -255,7 +255,8 @@ def split_bookkeeping(source: str) -> tuple[str, str]:
     lines = source.splitlines()
     moved = [False] * len(lines)
     for i, node in enumerate(body):
-        if is_bookkeeping(node) and not (_loaded(node) & later_stores[i]):
+        reads = _loaded(node) - _stored(node)   # a comprehension's own variables are not read from the cell
+        if is_bookkeeping(node) and not (reads & later_stores[i]):
             first = node.lineno - 1
             while first > 0 and lines[first - 1].lstrip().startswith("#"):
                 first -= 1

@@ -229,7 +229,7 @@ def flow_2d(data, log_prob=None, samples=None, latent=None, lim: float = 3.0, gr
     """
     panels = [p for p in (("data", data), ("density", log_prob), ("samples", samples), ("latent", latent))
               if p[1] is not None]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.3), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.7 * len(panels), 2.9), squeeze=False)
     names = dict(zip(("data", "density", "samples", "latent"), titles))
     for ax, (kind, value) in zip(axes[0], panels):
         if kind == "density":

@@ -226,6 +226,8 @@ def test_bookkeeping_statements_leave_the_shown_code():
     assert kept == ("# the number for the text\nglue('x', x)\nassert x > 0, 'positive'\n"
                     "for k in (1, 2):\n    glue(f'k{k}', k)")   # the if reads y, which changes after it
     assert book_build.split_bookkeeping("glue('a', 1)") == ("", "glue('a', 1)")
+    loop = "glue('all', [s for s in 'ab'])\nfor s in 'cd':\n    print(s)"   # s of the glue is its own
+    assert book_build.split_bookkeeping(loop) == ("for s in 'cd':\n    print(s)", "glue('all', [s for s in 'ab'])")
     assert book_build.split_bookkeeping("a = (") == ("a = (", "")   # not Python: left alone
 
 
