@@ -406,6 +406,23 @@ def local_mathjax() -> Path | None:
     return folder if (folder / "tex-chtml.js").is_file() else None
 
 
+#: the book's own style sheet, beside the theme's: myst-nb draws every glued value in bold, so a glued
+#: phrase would read as a bold clause; the book's numbers and words read as the text around them
+BOOK_CSS = "span.pasted-text { font-weight: inherit; }\n"
+
+
+def _use_book_css(src: Path) -> None:
+    """Serve :data:`BOOK_CSS` with the pages (``html/_static/flowsep.css``, an ``html_css_files`` entry)."""
+    folder = src / "_flowsep_css"
+    folder.mkdir(exist_ok=True)
+    (folder / "flowsep.css").write_text(BOOK_CSS)
+    config = yaml.safe_load((src / "_config.yml").read_text())
+    sphinx_config = config.setdefault("sphinx", {}).setdefault("config", {})
+    sphinx_config["html_static_path"] = list(sphinx_config.get("html_static_path") or []) + ["_flowsep_css"]
+    sphinx_config["html_css_files"] = list(sphinx_config.get("html_css_files") or []) + ["flowsep.css"]
+    (src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
 def _use_local_mathjax(src: Path, mathjax: Path) -> None:
     """Copy MathJax next to the book and point Sphinx at it, so equations render offline.
 
@@ -660,6 +677,7 @@ def assemble(root: Path, out: Path, executed: dict, timings: dict | None = None,
     mathjax = local_mathjax()
     if mathjax is not None:  # else the pages load MathJax from its CDN
         _use_local_mathjax(src, mathjax)
+    _use_book_css(src)
     titles = {p.stem: _chapter_title(p) for p in chapters(root) if p in executed}
     url, branch = repository(root)
     ref = commit(root) or branch   # the Colab cell of the rendered pages installs this very commit

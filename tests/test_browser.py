@@ -165,6 +165,12 @@ def test_page_in_chromium(entry, book, server, browser):
         assert math["mathjax"], f"{entry}: {math['total']} equations but MathJax did not load"
         assert not math["untypeset"], f"{entry}: equations left as TeX: {math['untypeset'][:3]}"
 
+    bold = browser.execute_script(   # a glued number or phrase reads as the text around it, not in bold
+        "return Array.from(document.querySelectorAll('span.pasted-text'))"
+        ".filter(e => getComputedStyle(e).fontWeight !== getComputedStyle(e.parentElement).fontWeight)"
+        ".map(e => e.textContent.slice(0, 60));")
+    assert not bold, f"{entry}: glued text drawn in another weight than its sentence: {bold[:3]}"
+
     links = browser.execute_script(
         "return Array.from(document.querySelectorAll('a')).map(a => a.href)"
         ".filter(h => h.includes('colab.research.google.com'));")
