@@ -11,8 +11,9 @@ on its own (the standard library only: flowsep is not installed yet). The rule:
 - flowsep is installed from the clone at its commit (``git+file://...@commit``), so pip records the
   commit: running the cell again with flowsep installed at that commit installs nothing.
 
-Should pip still change a package that the kernel has imported, :func:`install` raises
-:class:`RestartNeeded`, shown by IPython as its one line: restart the session and run the cell again.
+Should pip still change a package that the kernel has imported (flowsep itself included, when another
+commit was installed and imported before), :func:`install` raises :class:`RestartNeeded`, shown by
+IPython as its one line: restart the session and run the cell again. A failing pip is one line too.
 """
 import importlib.metadata as metadata
 import json
@@ -25,11 +26,19 @@ from pathlib import Path
 FLUIDSYNTH = ("fluidsynth", "libfluidsynth3")
 
 
-class RestartNeeded(Exception):
+class SetupError(Exception):
+    """A problem of the install, said in one line (IPython shows it instead of a traceback)."""
+
+    def _render_traceback_(self):
+        return [f"flowsep: {self}"]
+
+
+class RestartNeeded(SetupError):
     """pip changed a package that is already imported: the session must restart."""
 
-    def _render_traceback_(self):   # IPython shows this instead of a traceback
-        return [f"flowsep: {self}"]
+
+class InstallFailed(SetupError):
+    """pip failed."""
 
 
 def canonical(name: str) -> str:
@@ -94,16 +103,23 @@ def install(src, run=subprocess.run, python=sys.executable) -> str:
     src = Path(src).resolve()
     commit = run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True,
                  check=True).stdout.strip()
-    if installed_commit() == commit:
+    previous = installed_commit()
+    if previous == commit:
         return f"flowsep {commit[:10]} is installed"
     _ensure_fluidsynth(run)
     before = installed()
     pins = src / "colab-constraints.txt"
     pins.write_text("\n".join(constraints(src / "constraints.txt", before)) + "\n")
-    run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-c", str(pins),
-         f"flowsep @ git+file://{src}@{commit}"], check=True)
+    try:
+        run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-c", str(pins),
+             f"flowsep @ git+file://{src}@{commit}"], check=True)
+    except subprocess.CalledProcessError:
+        raise InstallFailed(f"pip could not install flowsep {commit[:10]} (its messages are above); "
+                            f"the constraints it was given are in {pins}") from None
     after = installed()
     stale = restart_needed(before, after)
+    if previous and "flowsep" in sys.modules:   # another commit's code is on disk now, not in memory
+        stale = sorted({*stale, "flowsep"})
     if stale:
         raise RestartNeeded(f"pip changed {', '.join(stale)}, already imported: restart the session "
                             "(Runtime > Restart session) and run this cell again")

@@ -117,6 +117,33 @@ def test_restart_is_said_in_one_line():
     assert error._render_traceback_() == ["flowsep: pip changed numpy, already imported: restart the session"]
 
 
+def test_install_of_another_commit_over_an_imported_flowsep_asks_for_a_restart(monkeypatch, tmp_path):
+    monkeypatch.setattr(colab_setup, "installed_commit", lambda: "0" * 40)   # another commit, imported here
+    monkeypatch.setattr(colab_setup, "_ensure_fluidsynth", lambda run: None)
+    (tmp_path / "constraints.txt").write_text("")
+
+    def run(cmd, **kw):
+        return subprocess.CompletedProcess(cmd, 0, stdout="1" * 40 + "\n")
+
+    with pytest.raises(colab_setup.RestartNeeded, match="pip changed flowsep"):
+        colab_setup.install(tmp_path, run=run)
+
+
+def test_a_failing_pip_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.setattr(colab_setup, "installed_commit", lambda: None)
+    monkeypatch.setattr(colab_setup, "_ensure_fluidsynth", lambda run: None)
+    (tmp_path / "constraints.txt").write_text("")
+
+    def run(cmd, **kw):
+        if "pip" in cmd:
+            raise subprocess.CalledProcessError(1, cmd)
+        return subprocess.CompletedProcess(cmd, 0, stdout="1" * 40 + "\n")
+
+    with pytest.raises(colab_setup.InstallFailed) as failed:
+        colab_setup.install(tmp_path, run=run)
+    assert len(failed.value._render_traceback_()) == 1 and "colab-constraints.txt" in str(failed.value)
+
+
 def test_install_does_nothing_when_installed_at_the_commit(monkeypatch, tmp_path):
     calls = []
 
