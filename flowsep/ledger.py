@@ -23,7 +23,7 @@ this run's value, a status, what it was judged on, and the reason. The statuses 
   does (:func:`new_sources_claim` gives the row from its numbers).
 
 Relational claims are judged on what ran, whatever the profile, and say so in ``judged_on`` ("synthetic data
-at cpu, standard protocol, 6 songs"): they hold *there*, not on MUSDB18. The settings of the paper's separation
+at cpu (standard protocol, 6 songs)"): they hold *there*, not on MUSDB18. The settings of the paper's separation
 are not claims: :func:`settings_rows` sets each beside flowsep's in a table of their own. :func:`deviations`
 lists every way flowsep departs from the paper at a profile, read from the code that runs
 (:meth:`flowsep.prior.PriorConfig.preset`, :data:`flowsep.separate.METHODS`, the baselines' configs), not typed
