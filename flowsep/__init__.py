@@ -37,7 +37,7 @@ The modules, in the order the data flows (each imports only modules above it; th
     baselines/      Open-Unmix, Demucs, Conv-TasNet, Wave-U-Net (training, separation), oracles 6
     evaluate        museval scoring of separators and estimate folders, `flowsep evaluate`     6
     cache           the book's datasets and priors, made once and reused                      every chapter
-    ledger          each claim of the paper beside this run's value, and flowsep's deviations 6
+    ledger          each claim of the paper beside this run's value, and flowsep's deviations 6, 7
     comparison      the paper's comparison rerun, `flowsep benchmark`                         6
     analysis        what the chapters measure (log-dets by autograd, likelihood matrices)    2, 3, 4, 7
     plots, widgets  figures, audio players and controls for the chapters                      every chapter
