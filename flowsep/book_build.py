@@ -762,45 +762,20 @@ def render(src: Path, out: Path, strict: bool = False) -> Path:
 
 
 # ---- the whole build ---------------------------------------------------------------------------------
-def build(profile: str = "cpu", chapters_: list[str] | None = None, out="_build", strict: bool = False,
-          dataset: str | None = None, device: str | None = None, root=None, kernel: str = KERNEL,
-          execute_chapters: bool = True, log=print, hide_solutions: bool = False) -> dict:
-    """Execute the chosen chapters at ``profile`` and render the book. Returns the timings dict.
-
-    A failing chapter does not stop the others; the HTML is rendered only when all chosen chapters ran.
-    ``execute_chapters=False`` only renders, from the executed copies of earlier runs. ``hide_solutions``
-    renders the student edition (no solutions; the chapters run with them all the same).
-    """
-    if profile not in PROFILES:
-        raise FlowsepError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
-    root = find_root(root)
-    out = Path(out)
-    if not out.is_absolute():
-        out = (Path.cwd() / out).resolve()
-    if out == root or root in out.parents and out.relative_to(root).parts[0] in ("book", "flowsep", "tests"):
-        raise FlowsepError(f"--out {out} would write among the sources; use a build folder such as _build")
-    found = chapters(root)
-    chosen = select(found, chapters_) if execute_chapters else []
-    params = {"PROFILE": profile}
-    if dataset:
-        params["DATASET"] = str(dataset)
-    if device:
-        params["DEVICE"] = str(device)
-
-    exec_dir = out / "executed"
-    exec_dir.mkdir(parents=True, exist_ok=True)
+def _run_chapters(chosen: list[Path], root: Path, exec_dir: Path, params: dict, kernel: str, timings: dict,
+                  log) -> list[str]:
+    """Execute each chosen chapter into ``exec_dir``, recording its seconds in ``timings`` and in the
+    folder's manifest (what ran, with which parameters, from which source). A failing chapter does not stop
+    the others. Returns the failures, a line each."""
     manifest_path = exec_dir / "manifest.json"
     try:
         manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     except ValueError:
         manifest = {}
-    timings = {"profile": profile, "parameters": params, "cpu_count": os.cpu_count(), "machine": _machine(device),
-               "chapters": {}}
-    t_start = time.perf_counter()
     failures = []
     for nb in chosen:
         dest = exec_dir / nb.name
-        log(f"executing {nb.relative_to(root)} (PROFILE={profile}) ...", flush=True)
+        log(f"executing {nb.relative_to(root)} (PROFILE={params['PROFILE']}) ...", flush=True)
         t0 = time.perf_counter()
         status = "ok"
         source_hash = _sha256(nb)   # of the version that runs, even if it is edited meanwhile
@@ -817,12 +792,19 @@ def build(profile: str = "cpu", chapters_: list[str] | None = None, out="_build"
             failures.append(f"{nb.name}: {type(e).__name__}: {str(e).strip()[:300]}")
         seconds = time.perf_counter() - t0
         timings["chapters"][nb.stem] = {"seconds": round(seconds, 2), "status": status}
-        manifest[nb.stem] = {"profile": profile, "parameters": params, "source_sha256": source_hash,
+        manifest[nb.stem] = {"profile": params["PROFILE"], "parameters": params, "source_sha256": source_hash,
                              "seconds": round(seconds, 2), "ok": status == "ok"}
         log(f"  {nb.stem}: {status} in {seconds:.1f} s", flush=True)
     with atomic_path(manifest_path, suffix=".json") as tmp:
         tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    return failures
 
+
+def _executed_copies(found: list[Path], chosen: list[Path], exec_dir: Path, params: dict, timings: dict) -> dict:
+    """{chapter: its executed copy} for every chapter whose copy ran with ``params`` from its current
+    source; a chapter not run in this build is marked *reused* in ``timings``."""
+    manifest_path = exec_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     executed = {}
     for nb in found:
         entry = manifest.get(nb.stem, {})
@@ -833,6 +815,43 @@ def build(profile: str = "cpu", chapters_: list[str] | None = None, out="_build"
             executed[nb] = copy
             if nb not in chosen:
                 timings["chapters"].setdefault(nb.stem, {"seconds": entry.get("seconds"), "status": "reused"})
+    return executed
+
+
+def _build_folder(out, root: Path) -> Path:
+    """The build folder ``out``, absolute; an error if it would write among the sources."""
+    out = Path(out)
+    if not out.is_absolute():
+        out = (Path.cwd() / out).resolve()
+    if out == root or root in out.parents and out.relative_to(root).parts[0] in ("book", "flowsep", "tests"):
+        raise FlowsepError(f"--out {out} would write among the sources; use a build folder such as _build")
+    return out
+
+
+def build(profile: str = "cpu", chapters_: list[str] | None = None, out="_build", strict: bool = False,
+          dataset: str | None = None, device: str | None = None, root=None, kernel: str = KERNEL,
+          execute_chapters: bool = True, log=print, hide_solutions: bool = False) -> dict:
+    """Execute the chosen chapters at ``profile`` and render the book. Returns the timings dict.
+
+    A failing chapter does not stop the others; the HTML is rendered only when all chosen chapters ran.
+    ``execute_chapters=False`` only renders, from the executed copies of earlier runs. ``hide_solutions``
+    renders the student edition (no solutions; the chapters run with them all the same).
+    """
+    if profile not in PROFILES:
+        raise FlowsepError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+    root = find_root(root)
+    out = _build_folder(out, root)
+    found = chapters(root)
+    chosen = select(found, chapters_) if execute_chapters else []
+    params = {"PROFILE": profile, **({"DATASET": str(dataset)} if dataset else {}),
+              **({"DEVICE": str(device)} if device else {})}
+    exec_dir = out / "executed"
+    exec_dir.mkdir(parents=True, exist_ok=True)
+    timings = {"profile": profile, "parameters": params, "cpu_count": os.cpu_count(), "machine": _machine(device),
+               "chapters": {}}
+    t_start = time.perf_counter()
+    failures = _run_chapters(chosen, root, exec_dir, params, kernel, timings, log)
+    executed = _executed_copies(found, chosen, exec_dir, params, timings)
     if failures:
         timings["total_seconds"] = round(time.perf_counter() - t_start, 2)
         _write_timings(out, timings)
