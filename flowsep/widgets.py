@@ -193,11 +193,10 @@ def text_table(frame, max_width: str = "24em", caption: str | None = None):
     """
     cell = [("white-space", "normal"), ("max-width", max_width), ("vertical-align", "top"),
             ("text-align", "left")]
-    styled = frame.style.format(precision=2).set_table_attributes('class="dataframe"')  # the book's table style
-    if caption:
-        styled = styled.set_caption(caption)
-    return styled.set_table_styles([{"selector": "td", "props": cell}, {"selector": "th", "props": cell},
-                                    {"selector": "caption", "props": CAPTION_STYLE}])
+    styled = table(frame, caption) if caption else frame.style.format(precision=2).set_table_attributes(
+        'class="dataframe"')
+    return styled.set_table_styles([{"selector": "td", "props": cell}, {"selector": "th", "props": cell}],
+                                   overwrite=False)
 
 
 #: peak amplitude (full scale 1) below which a player is labelled silent: -80 dBFS
