@@ -47,6 +47,7 @@ import torch
 import yaml
 from jupyter_client.kernelspec import NoSuchKernel
 
+from . import worklog
 from .constants import PROFILES
 from .errors import FlowsepError, exit_status
 from .io import atomic_path
@@ -129,11 +130,16 @@ def _sha256(path: Path) -> str:
 
 
 # ---- execution ---------------------------------------------------------------------------------------
-def execute(notebook: Path, dest: Path, parameters: dict, kernel: str = KERNEL) -> None:
-    """Run one chapter on a fresh kernel with papermill, in the chapter's folder; write the result to ``dest``."""
+def execute(notebook: Path, dest: Path, parameters: dict, kernel: str = KERNEL,
+            worklog_file: Path | None = None) -> None:
+    """Run one chapter on a fresh kernel with papermill, in the chapter's folder; write the result to ``dest``.
+
+    worklog_file: the file where the chapter logs the cached things it makes and reuses (:mod:`flowsep.worklog`).
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    # the kernel inherits these: flowsep.widgets.glue stores for the text, and no progress bars run
-    env = {BOOK_BUILD_ENV: "1", "FLOWSEP_PROGRESS": "off"}
+    # the kernel inherits these: flowsep.widgets.glue stores for the text, no progress bars run, and the
+    # cached things the chapter uses are logged
+    env = {BOOK_BUILD_ENV: "1", "FLOWSEP_PROGRESS": "off", worklog.ENV: str(worklog_file or "")}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -368,10 +374,12 @@ def timings_markdown(timings: dict, titles: dict) -> str:
     """
     machine = timings.get("machine") or f"{timings.get('cpu_count')} CPU cores"
     lines = [f"This copy of the book was rendered at the `{timings['profile']}` profile on {machine}. "
-             "The time each chapter took in that run (data and priors that already existed were reused; a "
-             "chapter marked *earlier run* was executed by a previous build with the same parameters), and "
-             "its time at the `gpu` profile on a Colab T4 GPU:", "",
-             "| chapter | this build | GPU (`gpu` profile, T4) |", "|---|---|---|"]
+             "For each chapter: its time in that run, in sequence (what an earlier chapter made was reused; a "
+             "chapter marked *earlier run* was executed by a previous build with the same parameters); its "
+             "time run alone from nothing (its own time plus the time this build spent making what it reused: "
+             "the synthetic set, the priors, a supervised model); and its time at the `gpu` profile on a "
+             "Colab T4 GPU:", "",
+             "| chapter | in sequence | alone, from nothing | GPU (`gpu` profile, T4) |", "|---|---|---|---|"]
     total, gpu_total, measured = 0.0, 0.0, True
     for stem, title in titles.items():
         entry = timings["chapters"].get(stem)
@@ -379,12 +387,14 @@ def timings_markdown(timings: dict, titles: dict) -> str:
             continue
         total += entry.get("seconds") or 0.0
         note = " (earlier run)" if entry.get("status") == "reused" else ""
+        alone = entry.get("alone_seconds")
+        alone = _duration(alone) if alone is not None else "not recorded"
         gpu = _gpu_cell(stem, entry, timings)
         measured = measured and "measured" in gpu
         gpu_total += (entry.get("seconds") or 0.0) if "measured" in gpu else gpu_estimates().get(stem[:2], 0)
-        lines.append(f"| {title} | {_duration(entry.get('seconds'))}{note} | {gpu} |")
+        lines.append(f"| {title} | {_duration(entry.get('seconds'))}{note} | {alone} | {gpu} |")
     kind = "measured" if measured else "estimated"
-    lines.append(f"| all chapters | {_duration(total)} | {_duration(gpu_total)} {kind} |")
+    lines.append(f"| all chapters | {_duration(total)} | | {_duration(gpu_total)} {kind} |")
     return "\n".join(lines) + "\n"
 
 
@@ -779,8 +789,10 @@ def _run_chapters(chosen: list[Path], root: Path, exec_dir: Path, params: dict, 
         t0 = time.perf_counter()
         status = "ok"
         source_hash = _sha256(nb)   # of the version that runs, even if it is edited meanwhile
+        log_file = exec_dir / f"{nb.stem}.worklog"
+        log_file.unlink(missing_ok=True)
         try:
-            execute(nb, dest, params, kernel)
+            execute(nb, dest, params, kernel, worklog_file=log_file)
             errors = failed_cells(nbformat.read(dest, as_version=4))
             if errors:
                 raise FlowsepError(f"{nb.name}: {errors[0]}")
@@ -791,7 +803,9 @@ def _run_chapters(chosen: list[Path], root: Path, exec_dir: Path, params: dict, 
             status = "failed"
             failures.append(f"{nb.name}: {type(e).__name__}: {str(e).strip()[:300]}")
         seconds = time.perf_counter() - t0
-        timings["chapters"][nb.stem] = {"seconds": round(seconds, 2), "status": status}
+        alone = worklog.alone_seconds(seconds, worklog.uses(log_file), worklog.made_seconds())
+        timings["chapters"][nb.stem] = {"seconds": round(seconds, 2), "status": status,
+                                        "alone_seconds": None if alone is None else round(alone, 2)}
         manifest[nb.stem] = {"profile": params["PROFILE"], "parameters": params, "source_sha256": source_hash,
                              "seconds": round(seconds, 2), "ok": status == "ok"}
         log(f"  {nb.stem}: {status} in {seconds:.1f} s", flush=True)

@@ -46,6 +46,7 @@ from .device import autocast_for, dist_info
 from .errors import FlowsepError
 from .io import load_torch, save_torch
 from .progress import bar as progress_bar
+from .worklog import making, reusing
 
 #: steps a time-budgeted run may take at most: a bound for the step sampler, never reached in practice
 UNBOUNDED_STEPS = 10 ** 12
@@ -391,8 +392,10 @@ def ensure_trained(out, config_of: Callable[[dict], object], config, budget: dic
         ckpt = load_torch(out, what)
         same = config_of(ckpt) == config
         if same and budget_spent(ckpt.get("train", {}), budget):
+            reusing(out)
             return load(ckpt)
         if not same and other_config == "error":
             raise FlowsepError(f"{out} holds a {what} of another configuration; give another --out")
         resume = same and "train" in ckpt  # an unfinished run of the same model continues
-    return train(resume)
+    with making(out):
+        return train(resume)

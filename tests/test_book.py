@@ -6,6 +6,7 @@ of _toc.yml with papermill and renders the HTML once per test session.
 import ast
 import json
 import math
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -407,6 +408,12 @@ def test_timings_are_recorded(built_book):
     assert timings["profile"] == "smoke"
     assert set(timings["chapters"]) == {p.stem for p in built_book.chapters}
     assert all(c["seconds"] > 0 for c in timings["chapters"].values())
+    # run alone from nothing, a chapter costs at least what it cost in sequence, and a chapter that reused
+    # what an earlier one made (chapter 5: chapter 4's priors) costs more
+    for stem, c in timings["chapters"].items():
+        assert c["alone_seconds"] is not None and c["alone_seconds"] >= c["seconds"], stem
+    five = next(c for s, c in timings["chapters"].items() if s.startswith("05"))
+    assert five["alone_seconds"] > five["seconds"] + 1.0
     assert timings["html_seconds"] > 0
     assert "CPU cores" in timings["machine"]
 
@@ -423,12 +430,38 @@ def test_preface_shows_the_timings_of_the_build_that_rendered_it(built_book):
 
 def test_timings_markdown_lists_each_chapter_with_its_time():
     timings = {"profile": "cpu", "machine": "2 CPU cores without a GPU",
-               "chapters": {"01_a": {"seconds": 30.0, "status": "ok"},
-                            "02_b": {"seconds": 600.0, "status": "reused"}}}
-    md = book_build.timings_markdown(timings, {"01_a": "First", "02_b": "Second", "03_c": "Not run"})
+               "chapters": {"01_a": {"seconds": 30.0, "status": "ok", "alone_seconds": 30.0},
+                            "02_b": {"seconds": 600.0, "status": "reused", "alone_seconds": 900.0},
+                            "04_d": {"seconds": 60.0, "status": "ok"}}}
+    md = book_build.timings_markdown(timings, {"01_a": "First", "02_b": "Second", "03_c": "Not run",
+                                               "04_d": "Older build"})
     assert "`cpu` profile on 2 CPU cores without a GPU" in md
-    assert "| First | 30 s |" in md and "| Second | 10.0 min (earlier run) |" in md
-    assert "Not run" not in md and "| all chapters | 10.5 min |" in md
+    assert "| First | 30 s | 30 s |" in md and "| Second | 10.0 min (earlier run) | 15.0 min |" in md
+    assert "| Older build | 60 s | not recorded |" in md
+    assert "Not run" not in md and "| all chapters | 11.5 min | |" in md
+
+
+def test_a_chapter_alone_from_nothing_adds_the_making_of_what_it_reused(tmp_path, monkeypatch):
+    """The worklog: making and reusing are logged, making times kept, and a chapter's alone time adds up."""
+    from flowsep import worklog
+    monkeypatch.setenv("FLOWSEP_DATA", str(tmp_path / "data"))
+    log = tmp_path / "ch.worklog"
+    monkeypatch.setenv(worklog.ENV, str(log))
+    with worklog.making(tmp_path / "data" / "set"):
+        pass
+    worklog.reusing(tmp_path / "data" / "priors" / "a.pt")
+    used = worklog.uses(log)
+    assert used == [{"key": "set", "made": True}, {"key": str(Path("priors") / "a.pt"), "made": False}]
+    made = worklog.made_seconds()
+    assert set(made) == {"set"} and made["set"] >= 0
+    # the reused prior's making time is not known: no estimate rather than a wrong one
+    assert worklog.alone_seconds(10.0, used, made) is None
+    made[str(Path("priors") / "a.pt")] = 30.0
+    assert worklog.alone_seconds(10.0, used, made) == 40.0          # what it made itself is in its own 10 s
+    assert worklog.alone_seconds(10.0, [], made) == 10.0
+    monkeypatch.delenv(worklog.ENV)
+    worklog.reusing(tmp_path / "data" / "set")                       # no log asked for: nothing written
+    assert len(worklog.uses(log)) == 2
 
 
 def test_a_large_figure_is_stored_with_a_palette():

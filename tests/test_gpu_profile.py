@@ -28,7 +28,7 @@ def test_preface_gpu_column_says_measured_or_estimated():
     assert "measured" not in md.replace("no GPU measurement", "")
     gpu = dict(cpu, profile="gpu", machine="2 CPU cores with a Tesla T4 GPU")
     md = book_build.timings_markdown(gpu, titles)
-    assert "| Fourth | 5.0 min | 5.0 min measured (this build) |" in md and "estimated" not in md
+    assert "| Fourth | 5.0 min | not recorded | 5.0 min measured (this build) |" in md and "estimated" not in md
 
 
 # ---- what the gpu profile runs on CUDA, simulated on the CPU ----------------------------------------
