@@ -2,6 +2,10 @@
 
 Chapter: "Evaluation".
 
+The scores are museval's (BSS Eval v4, images), computed by :func:`flowsep.bsseval.bss_eval`, which gives
+museval.evaluate's numbers in a fraction of its time; museval still aggregates them (its TrackStore and
+EvalStore).
+
 Any system is a callable ``f(mixture, rate) -> {target: estimate}`` with (channels, samples) arrays;
 InstGlow's :class:`flowsep.separate.Separator`, the baselines and the bounds below (mixture as
 estimate, oracle ratio mask) are all scored by the same code:
@@ -30,6 +34,7 @@ import pandas as pd
 import torch
 from museval.aggregate import TrackStore, json2df
 
+from .bsseval import bss_eval
 from .data.musdb import open_db, resolve_root
 from .errors import FlowsepError
 from .io import atomic_path, check_writable_dir, read_audio, write_audio
@@ -71,14 +76,15 @@ def _groups(targets: list[str]) -> list[tuple[list[str], set[str]]]:
 
 
 def _bss(references: dict, estimates: dict, targets: list[str], win: int, hop: int) -> dict[str, dict]:
-    """BSS Eval v4 of ``targets``: {target: {metric: list over windows}} (museval.evaluate)."""
+    """BSS Eval v4 of ``targets``: {target: {metric: list over windows}} (museval.evaluate's numbers, computed
+    by :func:`flowsep.bsseval.bss_eval`)."""
     out = {}
     for group, keep in _groups(targets):
         ref = np.stack([references[t] for t in group])
         est = [estimates[t] for t in group]
         n = ref.shape[1]
         est = np.stack([e[:n] if len(e) >= n else np.pad(e, ((0, n - len(e)), (0, 0))) for e in est])
-        sdr, isr, sir, sar = museval.evaluate(ref, est, win=win, hop=hop)
+        sdr, isr, sir, sar = bss_eval(ref, est, win=win, hop=hop)
         for i, t in enumerate(group):
             if t in keep:
                 out[t] = {"SDR": sdr[i].tolist(), "SIR": sir[i].tolist(), "SAR": sar[i].tolist(),

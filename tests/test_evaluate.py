@@ -95,6 +95,35 @@ def test_score_track_equals_museval_on_the_same_arrays():
     assert json.loads(store.json)["targets"][0]["name"] == "vocals"
 
 
+@pytest.mark.parametrize("nsrc, n, nchan, win, hop", [
+    (4, 7000, 2, 2000, 2000),     # the standard protocol's shape: 4 stereo targets, a short last stretch
+    (2, 6500, 1, 2000, 1500),     # mono, overlapping windows
+    (3, 5000, 2, 8000, 8000),     # one window longer than the signal: the whole signal
+])
+def test_bss_eval_equals_museval(nsrc, n, nchan, win, hop):
+    """flowsep.bsseval gives museval.evaluate's numbers (v4) within float rounding, NaN windows included."""
+    import museval
+    from scipy.signal import lfilter
+
+    from flowsep.bsseval import bss_eval
+
+    rng = np.random.default_rng(nsrc)
+    refs = lfilter([1.0], [1.0, -0.9], rng.standard_normal((nsrc, n, nchan)), axis=1)   # correlated in time
+    ests = 0.7 * refs + 0.2 * refs.sum(0) + 0.1 * rng.standard_normal(refs.shape)        # leaks, noise
+    refs[0, 1500:4000] = 0.0          # silent through the second window: NaN there, as museval
+    ests = ests[:, :n - 300]          # shorter estimates are padded with zeros
+    want = museval.evaluate(refs, ests, win=win, hop=hop)
+    got = bss_eval(refs, ests, win=win, hop=hop)
+    for name, w, g in zip(("SDR", "ISR", "SIR", "SAR"), want, got):
+        assert g.shape == w.shape, name
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(w), err_msg=name)
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e-9, err_msg=name)
+    if win < n:
+        assert np.isnan(got[0][:, 1]).all()
+    with pytest.raises(ValueError, match="silent throughout"):
+        bss_eval(np.zeros_like(refs), ests, win=win, hop=hop)
+
+
 def test_score_track_groups_like_eval_mus_track(tiny_db):
     import museval
 
