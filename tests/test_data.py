@@ -108,3 +108,27 @@ def test_a_cached_synthetic_set_of_other_settings_is_refused(tmp_path, monkeypat
         ensure_dataset("cpu", progress=False)
     (old / MANIFEST).write_text(json.dumps({**same, "n_train": n_train, "n_test": n_test, "seconds": seconds}))
     assert ensure_dataset("cpu", progress=False) == old
+
+
+def test_a_heldout_style_set_is_test_only_and_read_by_open_tracks(tmp_path, monkeypatch):
+    """ensure_dataset(profile, style="heldout"): the profile's test songs in another style, no train songs."""
+    import json
+
+    from flowsep import cache
+    from flowsep.data.synth import MANIFEST, track_names
+    from flowsep.evaluate import open_tracks
+    monkeypatch.setenv("FLOWSEP_DATA", str(tmp_path))
+    monkeypatch.setitem(cache.DATASET_SIZES, "smoke", (3, 2, 2.0))   # the smoke profile, with shorter songs
+    root = cache.ensure_dataset("smoke", style="heldout", progress=False)
+    assert root == tmp_path / "synth-smoke-heldout-seed0" and (root / "complete").is_file()
+    manifest = json.loads((root / MANIFEST).read_text())
+    assert (manifest["style"], manifest["n_train"], manifest["n_test"], manifest["seconds"]) == ("heldout", 0, 2, 2.0)
+    assert not any((root / "train").iterdir())
+    found = open_tracks(root, "test")
+    assert sorted(t.name for t in found) == sorted(manifest["tracks"]["test"]) and len(found) == 2
+    assert found[0].audio.shape == (round(2.0 * 44100), 2)
+    default_names = set(sum(track_names(0, 3, 2)[:2], []))
+    assert not {t.name for t in found} & default_names
+    assert cache.ensure_dataset("smoke", style="heldout", progress=False) == root      # reused
+    with pytest.raises(FlowsepError, match="unknown style 'jazz'"):
+        cache.ensure_dataset("smoke", style="jazz", progress=False)

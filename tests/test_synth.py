@@ -347,3 +347,101 @@ def test_cli_bad_input_is_one_line_and_status_2(tmp_path):
         _, stderr = run.communicate(timeout=120)
         lines = stderr.strip().splitlines()
         assert run.returncode == 2 and len(lines) == 1 and lines[0].startswith("flowsep: error: "), (args, stderr)
+
+
+# ---------------------------------------------------------------------------------------------------
+# styles: the default one, and the held-out songs chapter 6 scores the trained systems on
+# ---------------------------------------------------------------------------------------------------
+def _score(song):
+    """Everything a composed song decides, as plain values (compares two songs exactly)."""
+    parts = [(p.stem, p.role, p.instrument.program, p.gain_db, p.pan,
+              [(n.velocity, n.pitch, n.start, n.end) for n in p.instrument.notes],
+              [(c.number, c.value, c.time) for c in p.instrument.control_changes]) for p in song.parts]
+    return song.describe(), parts, song.vocals, song.stem_gain_db, song.vocal_pan, song.room
+
+
+def test_the_default_style_composes_the_songs_of_before():
+    # the songs these seeds gave before styles existed (the sets' bytes did not change either)
+    before = ["108 bpm 4/4 G#; verse4-prechorus1; tenor voice; drum kit 0, bass:bass:Synth Bass 1, "
+              "other:comp:Acoustic Guitar (steel), other:pad:Synth Strings 1",
+              "135 bpm 4/4 D#; verse4-chorus2; tenor voice; drum kit 0, bass:bass:Electric Bass (pick), "
+              "other:comp:Acoustic Grand Piano, other:pad:Pad 8 (sweep)"]
+    for k in range(3):
+        rng = lambda: np.random.default_rng([11, k])  # noqa: E731
+        plain = _score(C.compose(rng(), 8.0))
+        assert plain == _score(C.compose(rng(), 8.0, style="default"))
+        assert plain == _score(C.compose(rng(), 8.0, style=C.STYLES["default"]))
+        if k < len(before):
+            assert plain[0] == before[k]
+    assert C.compose(np.random.default_rng(0), 2.0).style == "default"
+
+
+def test_heldout_songs_use_only_heldout_instruments_and_tempi():
+    default, held = C.STYLES["default"], C.STYLES["heldout"]
+    assert not held.all_programs() & default.all_programs()
+    assert not set(held.drum_kits) & set(default.drum_kits)
+    for k in range(20):
+        extra = [(), ("guitar", "piano"), ("guitar",), ("piano",)][k % 4]
+        song = C.compose(np.random.default_rng([3, k]), 10.0, extra=extra, style="heldout")
+        assert song.style == "heldout"
+        lo, hi = held.tempo[song.meter.name]
+        assert lo <= song.tempo <= hi and song.tempo > default.tempo[song.meter.name][1] - 1
+        for p in song.parts:
+            program = p.instrument.program
+            if p.stem == "drums":
+                assert program in held.drum_kits
+            elif p.stem == "bass":
+                assert program in held.bass_programs
+            elif p.stem == "other":
+                assert program in set().union(*held.programs.values()) - set().union(
+                    *(held.extra_programs[s] for s in extra))
+            else:
+                assert program in held.extra_programs[p.stem]
+        assert {p.stem for p in song.parts} == {"drums", "bass", "other", *extra}
+        assert all(held.stem_gain_db[s][0] <= g <= held.stem_gain_db[s][1] for s, g in song.stem_gain_db.items())
+        bass = next(p.instrument for p in song.parts if p.stem == "bass")
+        assert bass.notes and max(n.pitch for n in bass.notes) < 65
+    # the same seed gives another song in another style
+    assert _score(C.compose(np.random.default_rng(1), 6.0)) != _score(
+        C.compose(np.random.default_rng(1), 6.0, style="heldout"))
+
+
+def test_an_unknown_style_is_a_one_line_error(tmp_path):
+    bad = C.Style(**{**vars(C.STYLES["heldout"]), "name": "mine"})     # a Style that is not in STYLES
+    for call in (lambda: C.compose(np.random.default_rng(0), 2.0, style="jazz"),
+                 lambda: synthesize(tmp_path / "out", n_train=0, n_test=1, seconds=1.0, style="jazz"),
+                 lambda: synthesize(tmp_path / "out", n_train=0, n_test=1, seconds=1.0, style=bad)):
+        with pytest.raises(FlowsepError, match="jazz|mine") as err:
+            call()
+        assert "\n" not in str(err.value) and "default, heldout" in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_sets_of_two_styles_are_other_songs_and_refuse_each_other(tmp_path):
+    args = dict(n_train=0, n_test=1, seconds=1.5, seed=4, workers=1, progress=False)
+    default, held = synthesize(tmp_path / "d", **args), synthesize(tmp_path / "h", style="heldout", **args)
+    md, mh = (json.loads((r / "flowsep-synth.json").read_text()) for r in (default, held))
+    assert "style" not in md and mh["style"] == "heldout" and mh["tracks"]["train"] == []
+    assert not set(md["tracks"]["test"]) & set(mh["tracks"]["test"])
+    hd, hh = file_hashes(default), file_hashes(held)
+    assert not {v for k, v in hd.items() if k.endswith(".wav")} & set(hh.values())
+    with pytest.raises(FlowsepError, match="style 'heldout' -> 'default'"):
+        synthesize(held, **args)
+    with pytest.raises(FlowsepError, match="style 'default' -> 'heldout'"):
+        synthesize(default, style="heldout", **args)
+    assert synthesize(held, style="heldout", **args) == held and file_hashes(held) == hh
+
+
+def test_cli_style_option(tmp_path):
+    cases = [("good", "heldout"), ("bad", "jazz")]
+    runs = [subprocess.Popen([sys.executable, "-m", "flowsep.cli", "synth", str(tmp_path / out), "--train", "0",
+                              "--test", "1", "--seconds", "1.5", "--seed", "4", "--style", style, "--quiet"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for out, style in cases]
+    (_, good_err), (_, bad_err) = (run.communicate(timeout=120) for run in runs)
+    assert runs[0].returncode == 0, good_err
+    assert json.loads((tmp_path / "good" / "flowsep-synth.json").read_text())["style"] == "heldout"
+    here = synthesize(tmp_path / "here", n_train=0, n_test=1, seconds=1.5, seed=4, workers=1, progress=False,
+                      style="heldout")
+    assert file_hashes(tmp_path / "good") == file_hashes(here)
+    lines = bad_err.strip().splitlines()
+    assert runs[1].returncode == 2 and len(lines) == 1 and "unknown style 'jazz'" in lines[0], bad_err

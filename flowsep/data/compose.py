@@ -20,14 +20,23 @@ composed from one seeded random generator, top down, the way a pop song is built
 
 The result is a :class:`Song`: pretty_midi instruments per stem (rendered by FluidSynth in
 :mod:`flowsep.data.synth`) and the sung notes, with per-song levels and stereo positions.
+
+A :class:`Style` decides the tempi, the instruments of each role, the registers and the mix;
+the rules above are the same in every style. The book trains and tests on the "default" style;
+chapter 6 also scores the trained systems on songs of the "heldout" style (:data:`STYLES`), whose
+instruments none of the default pools hold, with faster tempi, the harmony an octave higher, quieter
+vocals and another mix: how a system does on music unlike what it was trained on.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
 
 import numpy as np
 import pretty_midi
 
+from ..errors import FlowsepError
 from .voice import RANGES, Note, Voice
 
 MAJOR = (0, 2, 4, 5, 7, 9, 11)
@@ -105,6 +114,92 @@ ROLE_PROGRAMS = {
 EXTRA_STEMS = {"guitar": GUITARS, "piano": PIANOS}
 
 
+@dataclass(frozen=True)
+class Style:
+    """What a style decides about a song; everything else (form, harmony, rhythms) is the same rules.
+
+    tempo: meter name ("4/4", "3/4", "6/8") -> (lo, hi) beats per minute, drawn uniformly (6/8 counts
+    dotted quarters); drum_kits: General-MIDI drum kits (bank 128 programs), one drawn per song;
+    bass_programs: GM programs of the bass; programs: role of the `other` stem ("comp", "arp", "pad",
+    "lead") -> GM programs; extra_programs: extra stem ("guitar", "piano") -> GM programs, left out of
+    `other` when that stem is asked for; strummed: the programs that comp as guitars (strummed, a
+    lower register with the root below). harmony_shift: semitones added to the registers of the
+    comp, arp and pad parts; bass_shift: semitones added to the bass line's centre (MIDI 33..40) and
+    its upper limits; lead_range: (lo, hi) MIDI notes of the counter-melody. stem_gain_db: stem ->
+    (lo, hi) dB, the stem's level in the mix drawn per song (only the differences between stems
+    count: the mixture is normalised); pan_spread: factor on the stereo positions of the `other`
+    and extra parts (1 = up to +-0.7, clipped at +-1); room: (lo, hi) reverb send (MIDI CC 91,
+    0..127) per song. Vocals are sung in the singer's own range whatever the style.
+    """
+    name: str
+    tempo: Mapping
+    drum_kits: tuple
+    bass_programs: tuple
+    programs: Mapping
+    extra_programs: Mapping
+    strummed: tuple
+    harmony_shift: int
+    bass_shift: int
+    lead_range: tuple
+    stem_gain_db: Mapping
+    pan_spread: float
+    room: tuple
+
+    def __post_init__(self):
+        for key in ("tempo", "programs", "extra_programs", "stem_gain_db"):   # read-only mappings
+            object.__setattr__(self, key, MappingProxyType(dict(getattr(self, key))))
+
+    def all_programs(self) -> set:
+        """Every melodic GM program this style may play (bass, `other` roles, extra stems)."""
+        pools = [self.bass_programs, *self.programs.values(), *self.extra_programs.values()]
+        return {int(p) for pool in pools for p in pool}
+
+
+#: The styles a set can be composed in. "default" is the book's training and test data; "heldout" is
+#: another kind of song for chapter 6, which scores the trained systems on music they never heard:
+#: other instruments in every melodic role (none of the default pools), other drum kits, faster
+#: tempi, the harmony an octave higher and the bass a fourth higher, quieter vocals under louder
+#: bass and drums, a wider stereo field and more reverb.
+STYLES = {
+    "default": Style(
+        name="default",
+        tempo={"4/4": (76, 140), "3/4": (84, 150), "6/8": (50, 72)},
+        drum_kits=DRUM_KITS, bass_programs=BASS_PROGRAMS, programs=ROLE_PROGRAMS, extra_programs=EXTRA_STEMS,
+        strummed=tuple(range(24, 32)), harmony_shift=0, bass_shift=0, lead_range=(62, 84),
+        stem_gain_db={"vocals": (-1, 2), "drums": (-3, 1), "bass": (-4, 0), "other": (-4, 0),
+                      "guitar": (-5, -1), "piano": (-5, -1)},
+        pan_spread=1.0, room=(15, 70)),
+    "heldout": Style(
+        name="heldout",
+        tempo={"4/4": (142, 176), "3/4": (152, 190), "6/8": (76, 96)},
+        drum_kits=(25, 25, 48),                                      # TR-808, orchestra
+        bass_programs=(36, 36, 37, 43, 87),                          # slap basses, contrabass, bass & lead
+        programs={"comp": (6, 3, 21, 105, 15, 23),                   # harpsichord, honky-tonk, accordion,
+                                                                     # banjo, dulcimer, bandoneon
+                  "arp": (8, 10, 13, 45, 107),                       # celesta, music box, xylophone,
+                                                                     # pizzicato strings, koto
+                  "pad": (44, 51, 92, 93, 20),                       # tremolo and synth strings, bowed
+                                                                     # and metallic pads, reed organ
+                  "lead": (60, 68, 70, 74, 82, 61)},                 # french horn, oboe, bassoon,
+                                                                     # recorder, calliope, brass section
+        extra_programs={"guitar": (104, 105, 106, 31),               # sitar, banjo, shamisen, harmonics
+                        "piano": (3, 6)},                            # honky-tonk, harpsichord
+        strummed=(31, 104, 105, 106), harmony_shift=12, bass_shift=5, lead_range=(55, 79),
+        stem_gain_db={"vocals": (-5, -2), "drums": (-1, 3), "bass": (-1, 3), "other": (-4, 0),
+                      "guitar": (-3, 1), "piano": (-3, 1)},
+        pan_spread=1.35, room=(50, 100)),
+}
+
+
+def get_style(style) -> Style:
+    """The :class:`Style` of ``style``: a name in :data:`STYLES`, or a Style (returned as is)."""
+    if isinstance(style, Style):
+        return style
+    if isinstance(style, str) and style in STYLES:
+        return STYLES[style]
+    raise FlowsepError(f"unknown style {style!r}; choose one of: {', '.join(STYLES)}")
+
+
 @dataclass
 class Section:
     name: str
@@ -147,6 +242,7 @@ class Song:
     stem_gain_db: dict = field(default_factory=dict)
     swing: float = 0.0
     room: float = 40.0               # reverb amount, 0..127 (MIDI CC 91)
+    style: str = "default"           # the name of the Style it was composed in
 
     @property
     def bar_seconds(self) -> float:
@@ -189,14 +285,9 @@ def _pick(rng, seq, p=None):
 # ----------------------------------------------------------------------------------------------------
 # frame, form and harmony
 # ----------------------------------------------------------------------------------------------------
-def _frame(rng):
+def _frame(rng, style):
     meter = METERS[_pick(rng, ("4/4", "3/4", "6/8"), p=(0.7, 0.15, 0.15))]
-    if meter.name == "6/8":
-        tempo = float(rng.uniform(50, 72))        # dotted quarters per minute
-    elif meter.name == "3/4":
-        tempo = float(rng.uniform(84, 150))
-    else:
-        tempo = float(rng.uniform(76, 140))
+    tempo = float(rng.uniform(*style.tempo[meter.name]))    # 6/8: dotted quarters per minute
     step = 60.0 / tempo / meter.steps_per_beat
     mode = "minor" if rng.random() < 0.4 else "major"
     tonic = int(rng.integers(12))
@@ -407,12 +498,12 @@ def _drum_lane(pitch: int) -> str:
     return "hats"
 
 
-def _drums(rng, song, n_bars) -> dict:
-    """The drum part, split by kit piece: {lane: pretty_midi.Instrument (is_drum, one kit)}."""
+def _drums(rng, song, n_bars, kits) -> dict:
+    """The drum part in one of ``kits``, split by kit piece: {lane: pretty_midi.Instrument (is_drum)}."""
     meter = song.meter
     spb, bar_steps = meter.steps_per_beat, meter.steps
     groove = GROOVES[meter.name][int(rng.integers(len(GROOVES[meter.name])))]
-    kit = int(_pick(rng, DRUM_KITS))
+    kit = int(_pick(rng, kits))
     inst = pretty_midi.Instrument(program=kit, is_drum=True, name="drums")
     chorus_hat = _pick(rng, (RIDE, OPEN_HAT, CLOSED_HAT))
     light_intro = rng.random() < 0.5
@@ -477,13 +568,13 @@ def _drums(rng, song, n_bars) -> dict:
     return {k: lanes[k] for k in DRUM_LANES if k in lanes}
 
 
-def _bass(rng, song, n_bars, groove_kick) -> pretty_midi.Instrument:
+def _bass(rng, song, n_bars, groove_kick, programs=BASS_PROGRAMS, shift=0) -> pretty_midi.Instrument:
     meter = song.meter
     spb = meter.steps_per_beat
     scale = MAJOR if song.mode == "major" else MINOR
-    inst = pretty_midi.Instrument(program=int(_pick(rng, BASS_PROGRAMS)), name="bass")
+    inst = pretty_midi.Instrument(program=int(_pick(rng, programs)), name="bass")
     style = _pick(rng, ("roots", "pulse", "beats", "kick", "rootfifth"), p=(0.15, 0.2, 0.25, 0.2, 0.2))
-    center = float(rng.uniform(33, 40))
+    center = float(rng.uniform(33, 40)) + shift           # ``shift``: the style's register
     rest_intro = rng.random() < 0.4
     passing = rng.uniform(0.3, 0.8)
     total = n_bars * meter.steps
@@ -494,7 +585,7 @@ def _bass(rng, song, n_bars, groove_kick) -> pretty_midi.Instrument:
         if sec.name == "intro" and rest_intro:
             continue
         root = _nearest(chord.pcs[0], center)
-        fifth = root + 7 if root + 7 <= 50 else root - 5
+        fifth = root + 7 if root + 7 <= 50 + shift else root - 5
         span = chord.end - chord.start
         if style == "roots":
             onsets = [0]
@@ -513,7 +604,7 @@ def _bass(rng, song, n_bars, groove_kick) -> pretty_midi.Instrument:
             if style == "rootfifth" and k % 2 == 1:
                 pitch = fifth
             elif style == "beats" and k % 2 == 1 and rng.random() < 0.3:
-                pitch = root + 12 if root + 12 <= 55 else fifth
+                pitch = root + 12 if root + 12 <= 55 + shift else fifth
             notes.append([o, end, pitch])
         nxt = song.chords[ci + 1] if ci + 1 < len(song.chords) else None
         if nxt is not None and nxt.pcs[0] != chord.pcs[0] and span >= 2 * spb and rng.random() < passing:
@@ -549,11 +640,14 @@ def _voicing(pcs, lo, hi, prev, size) -> list:
     return sorted(set(notes))
 
 
-def _harmony_part(rng, song, n_bars, role, program, sections_on, name) -> pretty_midi.Instrument:
+def _harmony_part(rng, song, n_bars, role, program, sections_on, name, style) -> pretty_midi.Instrument:
+    """The chords of the sections in ``sections_on`` played by GM ``program`` in ``role`` ("comp": hits
+    on a rhythm, "arp": broken chords, "pad": held chords), in the style's register."""
     meter = song.meter
     spb, bar_steps = meter.steps_per_beat, meter.steps
     inst = pretty_midi.Instrument(program=int(program), name=name)
-    guitar = 24 <= program <= 31
+    guitar = program in style.strummed
+    shift = style.harmony_shift
     total = n_bars * bar_steps
     prev = None
     rhythm = _pick(rng, COMP[meter.name])
@@ -562,11 +656,11 @@ def _harmony_part(rng, song, n_bars, role, program, sections_on, name) -> pretty
     base_vel = float(rng.uniform(70, 95))
     left_hand = rng.random() < 0.5            # pianos double the root an octave down
     if role == "pad":
-        lo, hi = 48, 69
+        lo, hi = 48 + shift, 69 + shift
     elif role == "arp":
-        lo, hi = 57, 81
+        lo, hi = 57 + shift, 81 + shift
     else:
-        lo, hi = (50, 71) if guitar else (52, 74)             # the low end belongs to the bass
+        lo, hi = (50 + shift, 71 + shift) if guitar else (52 + shift, 74 + shift)   # the low end belongs to the bass
     for chord in song.chords:
         if chord.start >= total:
             break
@@ -597,8 +691,8 @@ def _harmony_part(rng, song, n_bars, role, program, sections_on, name) -> pretty
         hits = [s for s in range(span) if rhythm[(chord.start + s) % bar_steps] != "."] or [0]
         notes = list(voicing)
         if guitar:
-            notes = sorted(set([_nearest(chord.pcs[0], 50)] + notes + [notes[0] + 12]))
-        elif left_hand and notes[0] - 12 >= 43:
+            notes = sorted(set([_nearest(chord.pcs[0], 50 + shift)] + notes + [notes[0] + 12]))
+        elif left_hand and notes[0] - 12 >= 43 + shift:
             notes = [notes[0] - 12] + notes
         for k, s in enumerate(hits):
             end = hits[k + 1] if k + 1 < len(hits) else span
@@ -613,11 +707,11 @@ def _harmony_part(rng, song, n_bars, role, program, sections_on, name) -> pretty
     return inst
 
 
-def _lead_part(rng, song, n_bars, program, vocal_bars, name) -> pretty_midi.Instrument:
-    """A counter-melody that plays in the bars where the voice does not sing."""
+def _lead_part(rng, song, n_bars, program, vocal_bars, name, lo_hi=(62, 84)) -> pretty_midi.Instrument:
+    """A counter-melody between MIDI notes ``lo_hi`` that plays in the bars where the voice does not sing."""
     inst = pretty_midi.Instrument(program=int(program), name=name)
     bars = [(b, _section_at(song.sections, b).name) for b in range(n_bars) if b not in vocal_bars]
-    for step, d, pitch, vel, _ in _melody(rng, song, bars, 62, 84, 2, 0.8):
+    for step, d, pitch, vel, _ in _melody(rng, song, bars, *lo_hi, 2, 0.8):
         t0 = song.time(step)
         t1 = song.time(step + d) - 0.01
         inst.notes.append(pretty_midi.Note(int(np.clip(vel * 120, 30, 127)), int(pitch), t0, max(t1, t0 + 0.05)))
@@ -627,18 +721,22 @@ def _lead_part(rng, song, n_bars, program, vocal_bars, name) -> pretty_midi.Inst
 # ----------------------------------------------------------------------------------------------------
 # the whole song
 # ----------------------------------------------------------------------------------------------------
-def compose(rng: np.random.Generator, seconds: float, extra=()) -> Song:
+def compose(rng: np.random.Generator, seconds: float, extra=(), style="default") -> Song:
     """Compose a song of at least ``seconds`` seconds from ``rng``.
 
     ``extra``: names among ``EXTRA_STEMS`` ("guitar", "piano") whose parts become stems of their own
     (every song then has one part of each); otherwise those instruments may play in `other`.
+    ``style``: a name in :data:`STYLES` or a :class:`Style`: the tempi, instruments, registers and mix
+    (an unknown name is a FlowsepError). The default style draws from ``rng`` exactly as before styles
+    existed, so a seed gives the same song it always gave.
     """
-    meter, tempo, step, tonic, mode, swing = _frame(rng)
+    style = get_style(style)
+    meter, tempo, step, tonic, mode, swing = _frame(rng, style)
     bar_seconds = step * meter.steps
     n_bars = int(np.ceil(seconds / bar_seconds)) + 1
     sections = _form(rng, n_bars)
     chords = _chords(rng, sections, meter, tonic, mode)
-    song = Song(tempo, meter, step, tonic, mode, sections, chords, swing=swing)
+    song = Song(tempo, meter, step, tonic, mode, sections, chords, swing=swing, style=style.name)
 
     # vocals: in every section but the intro (and sometimes the bridge / outro)
     voice = Voice.random(rng)
@@ -652,8 +750,9 @@ def compose(rng: np.random.Generator, seconds: float, extra=()) -> Song:
     song.voice = voice
     song.vocal_pan = float(rng.uniform(-0.1, 0.1))
 
-    drums = _drums(rng, song, n_bars)
-    bass = _bass(rng, song, n_bars, _kick_lane(drums.get("kick"), song, meter))
+    drums = _drums(rng, song, n_bars, style.drum_kits)
+    bass = _bass(rng, song, n_bars, _kick_lane(drums.get("kick"), song, meter), style.bass_programs,
+                 style.bass_shift)
     parts = []
     for lane, inst in drums.items():
         level, spread = DRUM_LANES[lane]
@@ -666,11 +765,11 @@ def compose(rng: np.random.Generator, seconds: float, extra=()) -> Song:
     extra = tuple(extra)
     harmony = []                                   # (stem, role, program)
     for stem in extra:
-        harmony.append((stem, _pick(rng, ("comp", "arp"), p=(0.65, 0.35)), _pick(rng, EXTRA_STEMS[stem])))
-    excluded = set().union(*(EXTRA_STEMS[s] for s in extra)) if extra else set()
+        harmony.append((stem, _pick(rng, ("comp", "arp"), p=(0.65, 0.35)), _pick(rng, style.extra_programs[stem])))
+    excluded = set().union(*(style.extra_programs[s] for s in extra)) if extra else set()
 
     def program_for(role):
-        choices = [p for p in ROLE_PROGRAMS[role] if p not in excluded]
+        choices = [p for p in style.programs[role] if p not in excluded]
         return _pick(rng, choices)
 
     if extra:
@@ -693,25 +792,26 @@ def compose(rng: np.random.Generator, seconds: float, extra=()) -> Song:
         shared = sum(h[0] == stem for h in harmony) > 1
         if role == "pad" and shared and i not in intro_players and rng.random() < 0.4:
             on = on - {"verse"}                    # the pad enters with the chorus
-        inst = _harmony_part(rng, song, n_bars, role, program, on, f"{stem}-{role}")
+        inst = _harmony_part(rng, song, n_bars, role, program, on, f"{stem}-{role}", style)
         gain = float(rng.uniform(-3, 0)) - (4.0 if role == "pad" else 0.0)
-        pan = float(rng.uniform(-0.7, 0.7))
+        pan = float(rng.uniform(-0.7, 0.7)) * style.pan_spread
         parts.append(Part(stem, role, inst, gain, pan))
     if rng.random() < 0.35:
         sung = {b for b, _ in vocal_bars}
-        lead = _lead_part(rng, song, n_bars, program_for("lead"), sung, "other-lead")
+        lead = _lead_part(rng, song, n_bars, program_for("lead"), sung, "other-lead", style.lead_range)
         if lead.notes:
-            parts.append(Part("other", "lead", lead, float(rng.uniform(-4, -1)), float(rng.uniform(-0.5, 0.5))))
-    room = float(rng.uniform(15, 70))                # reverb send (MIDI CC 91), per song and part
+            gain = float(rng.uniform(-4, -1))
+            parts.append(Part("other", "lead", lead, gain, float(rng.uniform(-0.5, 0.5)) * style.pan_spread))
+    room = float(rng.uniform(*style.room))           # reverb send (MIDI CC 91), per song and part
     for part in parts:
         cc = int(np.clip(room + rng.normal(0, 12) - (15 if part.stem == "bass" else 0), 0, 127))
         part.instrument.control_changes.append(pretty_midi.ControlChange(91, cc, 0.0))
     song.parts = parts
     song.room = room
-    song.stem_gain_db = {"vocals": float(rng.uniform(-1, 2)), "drums": float(rng.uniform(-3, 1)),
-                         "bass": float(rng.uniform(-4, 0)), "other": float(rng.uniform(-4, 0))}
+    levels = style.stem_gain_db                      # drawn in this order: vocals, drums, bass, other, extras
+    song.stem_gain_db = {stem: float(rng.uniform(*levels[stem])) for stem in ("vocals", "drums", "bass", "other")}
     for stem in extra:
-        song.stem_gain_db[stem] = float(rng.uniform(-5, -1))
+        song.stem_gain_db[stem] = float(rng.uniform(*levels[stem]))
     return song
 
 

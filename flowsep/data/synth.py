@@ -20,6 +20,14 @@ rounded stems.
 
 The same seed gives the same bytes whatever the number of worker processes: track ``i`` of subset
 ``s`` draws everything from ``numpy.random.default_rng([seed, s, i])``.
+
+``style`` (a name in :data:`flowsep.data.compose.STYLES`) picks the kind of song; the book's sets are of
+the "default" style, and chapter 6 scores the trained systems on a test-only set of the "heldout"
+style. A style other than the default is recorded in the manifest (``"style": "heldout"``; the
+default's manifest has no such key) and its songs come from streams of their own: track ``i`` of
+subset ``s`` draws from ``default_rng([seed, s, i, k])`` and the names from ``default_rng([seed,
+1000, k])``, with ``k`` the style's place in STYLES (1 for "heldout"), so that its songs and names
+are not the default set's.
 """
 from __future__ import annotations
 
@@ -40,7 +48,7 @@ from scipy import signal
 from ..errors import FlowsepError
 from ..io import atomic_path, write_audio
 from ..progress import bar as progress_bar
-from .compose import EXTRA_STEMS, Song, compose
+from .compose import EXTRA_STEMS, STYLES, Song, compose, get_style
 from .musdb import SETUP, setup_file
 from .voice import sing
 
@@ -184,9 +192,9 @@ def _write_int16(path: Path, data: np.ndarray, rate: int = RATE) -> None:
 
 def _make_track(job: dict) -> dict:
     """Compose, render and write one track (runs in a worker process). Returns a summary."""
-    rng = np.random.default_rng([job["seed"], SUBSETS.index(job["subset"]), job["index"]])
+    rng = np.random.default_rng([job["seed"], SUBSETS.index(job["subset"]), job["index"]] + _stream(job["style"]))
     n = int(round(job["seconds"] * RATE))
-    song = compose(rng, job["seconds"], extra=tuple(job["extra_stems"]))
+    song = compose(rng, job["seconds"], extra=tuple(job["extra_stems"]), style=job["style"])
     stems, mixture = quantise(render(song, n, rng))
     folder = Path(job["folder"])
     folder.mkdir(parents=True, exist_ok=True)
@@ -201,6 +209,13 @@ def _make_track(job: dict) -> dict:
 
 def _stem_files(extra_stems) -> list:
     return list(STEMS) + list(extra_stems) + ["mixture"]
+
+
+def _stream(style: str) -> list:
+    """What a style adds to the seeds of its random streams: [] for the default (the seeds it always
+    had), [k] for the k-th style of STYLES."""
+    k = list(STYLES).index(style)
+    return [k] if k else []
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -245,9 +260,10 @@ def _name(rng) -> str:
     return f"{artist} - {title}"
 
 
-def track_names(seed: int, n_train: int, n_test: int) -> tuple:
-    """Unique "Artist - Title" names: (train names, test names, validation names)."""
-    rng = np.random.default_rng([seed, 1000])
+def track_names(seed: int, n_train: int, n_test: int, style: str = "default") -> tuple:
+    """Unique "Artist - Title" names: (train names, test names, validation names); another style
+    (a name in STYLES) draws other names."""
+    rng = np.random.default_rng([seed, 1000] + _stream(style))
     names: list = []
     while len(names) < n_train + n_test:
         name = _name(rng)
@@ -255,7 +271,8 @@ def track_names(seed: int, n_train: int, n_test: int) -> tuple:
             names.append(name)
     train, test = names[:n_train], names[n_train:]
     n_valid = max(1 if n_train >= 2 else 0, int(round(n_train / 6)))
-    pick = np.random.default_rng([seed, 1001]).choice(n_train, size=n_valid, replace=False) if n_valid else []
+    pick = (np.random.default_rng([seed, 1001] + _stream(style)).choice(n_train, size=n_valid, replace=False)
+            if n_valid else [])
     valid = sorted(train[int(i)] for i in pick)
     return train, test, valid
 
@@ -289,6 +306,15 @@ def _setup(valid: list, extra: list) -> dict:
     return setup
 
 
+def style_name(style) -> str:
+    """The name in STYLES of ``style`` (a name, or a Style of STYLES); anything else is a FlowsepError."""
+    chosen = get_style(style)
+    if STYLES.get(chosen.name) != chosen:
+        raise FlowsepError(f"a synthetic set is made in one of the styles {', '.join(STYLES)}; "
+                           f"{chosen.name!r} is not one of them")
+    return chosen.name
+
+
 def _check(n_train, n_test, seconds, seed, workers) -> None:
     for name, v in (("--train", n_train), ("--test", n_test)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
@@ -311,26 +337,30 @@ def _check(n_train, n_test, seconds, seed, workers) -> None:
 
 
 def synthesize(out, n_train: int = 16, n_test: int = 4, seconds: float = 24.0, seed: int = 0,
-               extra_stems=(), workers: int | None = None, progress: bool = True) -> Path:
+               extra_stems=(), workers: int | None = None, progress: bool = True, style: str = "default") -> Path:
     """Generate a synthetic MUSDB18 in ``out`` and return its path.
 
     n_train, n_test: tracks per subset (about 1 in 6 train tracks form the validation split, at
     least one when n_train >= 2); seconds: length of every track; seed: the whole set is a function
     of it; extra_stems: "guitar", "piano" (a list or "guitar,piano") rendered as stems of their
     own and left out of ``other``; workers: processes (default min(2, CPUs); 1 works in this
-    process); the result does not depend on it.
+    process); the result does not depend on it; style: a name in
+    :data:`flowsep.data.compose.STYLES` ("default", "heldout"): the kind of song, recorded in the
+    manifest when it is not the default (whose songs and names it does not share).
 
     ``out`` must be empty or new, or hold a set made with the same settings: tracks already complete
     there are kept (an interrupted run resumes; a finished one returns at once). A folder holding
     anything else is refused.
     """
     _check(n_train, n_test, seconds, seed, workers)
-    extra = _extra_list(extra_stems)
+    extra, style = _extra_list(extra_stems), style_name(style)
     n_train, n_test, seed, seconds = int(n_train), int(n_test), int(seed), float(seconds)
     out = Path(out).expanduser()
-    train, test, valid = track_names(seed, n_train, n_test)
+    train, test, valid = track_names(seed, n_train, n_test, style)
     settings = {"format": FORMAT, "seed": seed, "n_train": n_train, "n_test": n_test,
                 "seconds": seconds, "extra_stems": extra, "sample_rate": RATE}
+    if style != "default":
+        settings["style"] = style                  # the default's manifest stays as it always was
     _claim(out, settings)
     manifest = dict(settings, generator="flowsep synth", tracks={"train": train, "test": test},
                     validation_tracks=valid)
@@ -345,8 +375,8 @@ def synthesize(out, n_train: int = 16, n_test: int = 4, seconds: float = 24.0, s
         for index, name in enumerate(names):
             folder = out / subset / name
             if not all((folder / f"{f}.wav").is_file() for f in files):
-                jobs.append({"seed": seed, "subset": subset, "index": index, "name": name,
-                             "seconds": seconds, "extra_stems": extra, "folder": str(folder)})
+                jobs.append({"seed": seed, "subset": subset, "index": index, "name": name, "seconds": seconds,
+                             "extra_stems": extra, "style": style, "folder": str(folder)})
     if workers is None:
         workers = min(2, os.cpu_count() or 1)
     _run(jobs, n_train + n_test, workers, progress)
@@ -374,7 +404,9 @@ def _claim(out: Path, settings: dict) -> None:
             old = json.loads(path.read_text())
         except (OSError, ValueError):
             raise FlowsepError(f"{path} is unreadable; delete {out} and generate again") from None
-        diff = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v]
+        defaults = {"style": "default"}           # keys a manifest leaves out when they hold these values
+        had, want = {**defaults, **old}, {**defaults, **settings}
+        diff = [f"{k} {had.get(k)!r} -> {v!r}" for k, v in want.items() if had.get(k) != v]
         if diff:
             raise FlowsepError(f"{out} holds a synthetic set made with other settings ({'; '.join(diff)}); "
                                "choose another folder or delete this one")
@@ -468,6 +500,9 @@ def register_cli(subparsers) -> None:
     p.add_argument("--extra-stems", default="", metavar="LIST",
                    help="comma-separated instruments rendered as stems of their own and left out of "
                         "'other': guitar, piano (default none)")
+    p.add_argument("--style", default="default", metavar="NAME",
+                   help=f"kind of song: {' or '.join(STYLES)} (other instruments, tempi, registers and mix, "
+                        "for scoring systems on songs unlike their training data; default: default)")
     p.add_argument("--workers", type=int, default=None, metavar="W",
                    help="worker processes (default min(2, CPUs))")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -476,7 +511,8 @@ def register_cli(subparsers) -> None:
 
 def _cli(args) -> int:
     root = synthesize(args.out, n_train=args.train, n_test=args.test, seconds=args.seconds, seed=args.seed,
-                      extra_stems=args.extra_stems, workers=args.workers, progress=not args.quiet)
+                      extra_stems=args.extra_stems, workers=args.workers, progress=not args.quiet,
+                      style=args.style)
     size = sum(f.stat().st_size for f in root.rglob("*.wav"))
     print(f"{args.train + args.test} tracks of {args.seconds:g} s in {root} ({size / 1e6:.0f} MB); "
           f"musdb setup file: {setup_file(root)}")
