@@ -84,6 +84,9 @@ class GroupedInvConv(nn.Module):
         if torch.det(w) < 0:
             w[:, 0] = -w[:, 0]
         self.weight = nn.Parameter(w)
+        # W^-1, kept by :meth:`freeze` for a flow whose weights no longer change (a buffer, so that stacked
+        # priors each keep their own; not saved in checkpoints)
+        self.register_buffer("frozen_inverse", None, persistent=False)
 
     def _groups(self, x):
         b, c, t = x.shape
@@ -105,8 +108,13 @@ class GroupedInvConv(nn.Module):
         logdet = torch.linalg.slogdet(self._w())[1] * (self.channels // self.n_split) * x.shape[2]
         return y, logdet.to(x.dtype).expand(x.shape[0])
 
+    @torch.no_grad()
+    def freeze(self) -> None:
+        """Compute W^-1 once, for a flow whose weights will not change (a frozen prior in a search)."""
+        self.frozen_inverse = torch.linalg.inv(self._w())
+
     def inverse(self, y):
-        w_inv = torch.linalg.inv(self._w()).to(y.dtype)
+        w_inv = (self.frozen_inverse if self.frozen_inverse is not None else torch.linalg.inv(self._w())).to(y.dtype)
         with torch.autocast(y.device.type, enabled=False):
             return self._ungroups(torch.einsum("ij,bjgt->bigt", w_inv, self._groups(y)))
 
@@ -136,12 +144,12 @@ class WaveNet(nn.Module):
         h = self.hidden
         skip = 0
         for i, (gate, rs) in enumerate(zip(self.gates, self.res_skip)):
-            a = gate(x)
-            acts = self.drop(torch.tanh(a[:, :h]) * torch.sigmoid(a[:, h:]))
-            r = rs(acts)
+            filt, gate_in = gate(x).split(h, dim=1)   # split, not two slices: one cheap backward
+            r = rs(self.drop(torch.tanh(filt) * torch.sigmoid(gate_in)))
             if i < len(self.gates) - 1:
-                x = x + r[:, :h]
-                skip = skip + r[:, h:]
+                res, sk = r.split(h, dim=1)
+                x = x + res
+                skip = skip + sk
             else:
                 skip = skip + r
         return skip
@@ -177,13 +185,13 @@ class AffineCoupling(nn.Module):
         return m, logs
 
     def forward(self, x, cond=None):
-        xa, xb = x[:, :self.half], x[:, self.half:]
+        xa, xb = x.split([self.half, x.shape[1] - self.half], dim=1)
         m, logs = self._shift_logscale(xa, cond)
         zb = m + torch.exp(logs) * xb
         return torch.cat([xa, zb], 1), logs.sum(dim=(1, 2))
 
     def inverse(self, z, cond=None):
-        za, zb = z[:, :self.half], z[:, self.half:]
+        za, zb = z.split([self.half, z.shape[1] - self.half], dim=1)
         m, logs = self._shift_logscale(za, cond)
         return torch.cat([za, (zb - m) * torch.exp(-logs)], 1)
 

@@ -23,6 +23,7 @@ from torch.nn.utils import parametrize
 
 from .device import bf16_autocast
 from .errors import FlowsepError
+from .flows import GroupedInvConv
 from .prior import FlowPrior
 
 
@@ -50,8 +51,8 @@ def check_priors(priors) -> None:
 def frozen_copy(prior: FlowPrior, device: torch.device) -> FlowPrior:
     """An eval-mode copy with plain (weight-norm folded) weights that need no gradient.
 
-    The user's prior is left as it is; weight normalisation is computed once here instead of at
-    every iteration.
+    The user's prior is left as it is; weight normalisation and the inverses of the invertible 1x1
+    convolutions are computed once here instead of at every iteration.
     """
     frozen = type(prior)(prior.config)
     frozen.load_state_dict(prior.state_dict())
@@ -59,7 +60,11 @@ def frozen_copy(prior: FlowPrior, device: torch.device) -> FlowPrior:
         if parametrize.is_parametrized(module):
             for name in list(module.parametrizations.keys()):
                 parametrize.remove_parametrizations(module, name, leave_parametrized=True)
-    return frozen.eval().requires_grad_(False).to(device)
+    frozen = frozen.eval().requires_grad_(False).to(device)
+    for module in frozen.modules():
+        if isinstance(module, GroupedInvConv):
+            module.freeze()
+    return frozen
 
 
 class Synthesis(nn.Module):

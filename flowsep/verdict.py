@@ -37,3 +37,14 @@ def sentence(a: str, b: str, diff: float, low: float, high: float, unit: str = "
     if rel == TIED:
         return f"{a} is {TIED} {b} (paired difference {diff:+.2f} {unit}, {interval})"
     return f"{a} is {rel} {b} by {abs(diff):.2f} {unit} (paired {interval})"
+
+
+def top_sentence(names: list[str], best_mean: float, what: str = "learned system", unit: str = "dB") -> str:
+    """The top group (:func:`flowsep.comparison.leaders`, best mean first) in words: one leader, or a group
+    that the run cannot order."""
+    if not names:
+        raise ValueError("a top group has at least one member")
+    if len(names) == 1:
+        return f"the best {what} here is {names[0]}: every other {what} is behind it"
+    return (f"{', '.join(names[:-1])} and {names[-1]} share the top: none of them is ahead of another, so this "
+            f"run cannot order them ({names[0]} has the highest mean, {best_mean:.2f} {unit})")

@@ -49,3 +49,14 @@ def test_leaders_are_the_systems_nobody_is_ahead_of():
     # indistinguishable: both lead
     noise = np.array([0.3, -0.2, 0.25, -0.3, 0.1, -0.15])
     assert sorted(leaders({"x": _songs(base + noise), "y": _songs(base)})) == ["x", "y"]
+
+
+def test_the_top_group_in_words():
+    from flowsep.verdict import top_sentence
+    one = top_sentence(["InstGlow"], 4.2)
+    assert one.startswith("the best learned system here is InstGlow") and "behind it" in one
+    two = top_sentence(["Open-Unmix", "InstGlow", "HDemucs"], 4.48)
+    assert two.startswith("Open-Unmix, InstGlow and HDemucs share the top") and "cannot order" in two
+    assert "Open-Unmix has the highest mean, 4.48 dB" in two and "best" not in two
+    with pytest.raises(ValueError):
+        top_sentence([], 0.0)
