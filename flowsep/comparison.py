@@ -308,7 +308,8 @@ def race_prior_bundle(profile: str, root, seconds: float, models_dir, source: st
 class Race:
     """The settings of one run of the comparison, checked (:func:`plan_race`); see :func:`run_benchmark`.
 
-    root: the dataset; listed: its test tracks (excerpts, if any) and names their names; budget: the
+    root: the dataset the systems train on; test_root: the one whose test tracks are scored (``root``, or
+    songs of another kind); listed: those test tracks (excerpts, if any) and names their names; budget: the
     profile's training budget (:func:`flowsep.baselines.models.training_budget`); steps or train_seconds:
     the run's own budget (None: the profile's); models_dir: where trained models and time-budget priors are
     kept; systems: the :class:`System` s to run; log: a print-like function.
@@ -316,6 +317,7 @@ class Race:
 
     data: object
     root: Path
+    test_root: Path
     listed: list
     profile: str
     out: Path
@@ -339,10 +341,11 @@ class Race:
 
 
 def plan_race(data=None, profile: str = "cpu", out="benchmark", tracks=None, systems=None, models_dir=None,
-              excerpt=None, log=progress_log, **settings) -> Race:
+              excerpt=None, log=progress_log, test_data=None, **settings) -> Race:
     """A checked :class:`Race` (one-line errors for a user's mistake); the dataset made when it is missing.
-    settings: the rest of :class:`Race`'s (steps, train_seconds, iterations, protocol, device, demo_seconds,
-    priors, progress)."""
+    test_data: a MUSDB18-format root whose test tracks are scored instead of ``data``'s (the systems still
+    train on ``data``). settings: the rest of :class:`Race`'s (steps, train_seconds, iterations, protocol,
+    device, demo_seconds, priors, progress)."""
     steps, seconds = settings.get("steps"), settings.get("train_seconds")
     if settings.get("protocol", "standard") not in PROTOCOLS:
         raise FlowsepError(f"unknown protocol {settings['protocol']!r}; use 'standard' or 'paper'")
@@ -362,8 +365,12 @@ def plan_race(data=None, profile: str = "cpu", out="benchmark", tracks=None, sys
         if not Path(data).is_dir() or not is_musdb_root(data):
             raise FlowsepError(f"--data {data} is not a MUSDB18-format root (no train/ or test/ folder); run "
                                f"`flowsep synth {data}` first, or leave --data out for the synthetic set")
+    if test_data is not None and not (Path(test_data).is_dir() and is_musdb_root(test_data)):
+        raise FlowsepError(f"test data {test_data} is not a MUSDB18-format root (no train/ or test/ folder)")
     root = Path(ensure_dataset(profile, root=data, progress=settings.get("progress", True))).resolve()
-    return Race(data=data, root=root, listed=excerpt_tracks(open_tracks(root, "test", tracks), excerpt),
+    test_root = Path(test_data).resolve() if test_data is not None else root
+    return Race(data=data, root=root, test_root=test_root,
+                listed=excerpt_tracks(open_tracks(test_root, "test", tracks), excerpt),
                 profile=profile, out=out, models_dir=Path(models_dir) if models_dir is not None else out,
                 budget=training_budget(profile), systems=tuple(s for s in SYSTEMS if s.key in chosen),
                 excerpt=excerpt, log=log or (lambda *a: None), **settings)
@@ -372,7 +379,7 @@ def plan_race(data=None, profile: str = "cpu", out="benchmark", tracks=None, sys
 def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None, steps: int | None = None,
                   iterations: int = 150, protocol: str = "standard", device="auto", systems=None,
                   demo_seconds: float = 10.0, progress: bool = True, log=progress_log, priors=None,
-                  train_seconds: float | None = None, models_dir=None, excerpt=None) -> pd.DataFrame:
+                  train_seconds: float | None = None, models_dir=None, excerpt=None, test_data=None) -> pd.DataFrame:
     """Train, separate, score; write the table, the scores and the demo (see the module docstring).
 
     data: a MUSDB18-format root, or None / "synthetic" for the profile's synthetic set. tracks: None (every
@@ -383,11 +390,12 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
     separation iterations. systems: a subset of :data:`SYSTEM_KEYS` (default: all). priors: a prior bundle
     folder (:mod:`flowsep.bundle`) that InstGlow separates with instead of training its priors (its
     training seconds come from bundle.json). excerpt: (offset, seconds): score only that part of every test
-    track (None: whole tracks). Returns the table as a DataFrame.
+    track (None: whole tracks). test_data: a MUSDB18-format root whose test tracks are scored instead (the
+    systems train on ``data`` all the same: songs they were not made for). Returns the table as a DataFrame.
 
     Three steps: :func:`build` every system, :func:`score` each on the test tracks, :func:`report` the table.
     """
-    race = plan_race(data, profile, out, tracks, systems, models_dir, excerpt, log, steps=steps,
+    race = plan_race(data, profile, out, tracks, systems, models_dir, excerpt, log, test_data, steps=steps,
                      train_seconds=train_seconds, iterations=iterations, protocol=protocol, device=device,
                      demo_seconds=demo_seconds, priors=priors, progress=progress)
     built = build(race)
@@ -459,7 +467,7 @@ def score(race: Race, built: dict[str, Built]) -> tuple[list[dict], dict]:
         b = built[system.key]
         race.log(f"[{system.name}] separating and scoring {counted(len(race.listed), 'track')}")
         timed = TimedSystem(b.separator)
-        result = evaluate_separator(timed, race.root, "test", race.names, out=race.out / "scores" / system.key,
+        result = evaluate_separator(timed, race.test_root, "test", race.names, out=race.out / "scores" / system.key,
                                     protocol=race.protocol, progress=race.progress, save_estimates=False,
                                     desc=f"score {system.name}", excerpt=race.excerpt)
         sdr = result.summary["SDR"]
@@ -494,7 +502,7 @@ def report(race: Race, built: dict[str, Built], rows: list[dict], per_track: dic
     in_words = budget_title(race.steps, race.train_seconds, race.budget)
     excerpt = f", {race.excerpt[1]:g} s from {race.excerpt[0]:g} s of each" if race.excerpt else ""
     title = (f"Median SDR (dB), {in_words}; {race.protocol} protocol, profile {race.profile}, "
-             f"{counted(len(race.listed), 'test track')} of {race.root.name}" + excerpt)
+             f"{counted(len(race.listed), 'test track')} of {race.test_root.name}" + excerpt)
     long = pd.concat({k: v for k, v in per_track.items()}, names=["system", "track"]).reset_index()
     with atomic_path(race.out / "per_track.csv") as tmp:
         long.to_csv(tmp, index=False, float_format="%.4f")
@@ -534,7 +542,7 @@ def _benchmark_info(race: Race, table: pd.DataFrame, in_words: str) -> dict:
     steps = None if race.train_seconds is not None else (race.steps if race.steps is not None
                                                          else race.budget["steps"])
     return {"flowsep_version": __version__, "profile": race.profile, "protocol": race.protocol,
-            "data": str(race.root), "tracks": race.names,
+            "data": str(race.root), "test_data": str(race.test_root), "tracks": race.names,
             "excerpt": list(map(float, race.excerpt)) if race.excerpt else None, "steps": steps,
             "train_seconds": race.train_seconds, "budget_title": in_words, "budget": race.budget,
             "iterations": race.iterations, "bootstrap": {"resamples": BOOTSTRAP, "seed": BOOTSTRAP_SEED},
@@ -659,6 +667,12 @@ def register_cli(subparsers) -> None:
     p.add_argument("--curve", default=None, metavar="S1,S2,...",
                    help="instead of the table: mean SDR of InstGlow and Open-Unmix (or --systems) at each of "
                         "these training-time budgets (seconds per system), written to OUT/budget_curve.md")
+    p.add_argument("--test-data", default=None, metavar="ROOT",
+                   help="score the test tracks of this MUSDB18-format root instead (the systems still train on "
+                        "--data); 'heldout': the profile's synthetic set of the held-out style")
+    p.add_argument("--models", default=None, metavar="DIR",
+                   help="where the trained systems are kept (default: OUT); give an earlier race's OUT to score "
+                        "its systems on --test-data without training them again")
     p.add_argument("--iterations", type=int, default=150, help="InstGlow separation iterations (default 150)")
     p.add_argument("-p", "--priors", default=None, metavar="BUNDLE",
                    help="separate with this prior bundle instead of training InstGlow's priors")
@@ -682,6 +696,9 @@ def _cli(args) -> int:
     if args.offset and args.excerpt is None:
         raise FlowsepError("--offset needs --excerpt (the seconds to score from there)")
     excerpt = (args.offset, args.excerpt) if args.excerpt is not None else None
+    test_data = args.test_data
+    if test_data == "heldout":
+        test_data = ensure_dataset(args.profile, style="heldout", progress=not args.quiet)
 
     if args.curve is not None:
         try:
@@ -693,7 +710,8 @@ def _cli(args) -> int:
         curve = budget_curve(resolve_root(args.data), args.profile, args.out, budgets, tracks=args.tracks,
                              systems=systems or ("instglow", "openunmix"), iterations=args.iterations,
                              protocol=args.protocol, device=args.device, progress=not args.quiet,
-                             log=(lambda *a: None) if args.quiet else progress_log, excerpt=excerpt)
+                             log=(lambda *a: None) if args.quiet else progress_log, excerpt=excerpt,
+                             models_dir=args.models, test_data=test_data)
         print(curve[["system", "budget_seconds", "steps", "song_mean", "ci_low", "ci_high"]].to_string(
             index=False, float_format=lambda v: f"{v:.2f}"))
         print(f"wrote {Path(args.out) / 'budget_curve.md'}")
@@ -702,7 +720,8 @@ def _cli(args) -> int:
                           iterations=args.iterations, protocol=args.protocol, device=args.device,
                           systems=systems, demo_seconds=args.demo_seconds, progress=not args.quiet,
                           log=(lambda *a: None) if args.quiet else progress_log, priors=args.priors,
-                          train_seconds=args.train_seconds, excerpt=excerpt)
+                          train_seconds=args.train_seconds, excerpt=excerpt, models_dir=args.models,
+                          test_data=test_data)
     cols = ["system", *TARGETS, "mean", "steps", "train_seconds", "rtf", "ci_low", "ci_high"]
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     print(f"wrote {Path(args.out) / 'table.md'}, {Path(args.out) / 'table.csv'} and {Path(args.out) / 'ledger.md'}")

@@ -217,6 +217,22 @@ def test_benchmark_writes_every_row_and_the_demo(short_root, tmp_path, monkeypat
             assert (info.samplerate, info.channels, info.frames) == (44100, 1, 22050)
     assert (out / "demo" / "reference" / "mixture.wav").is_file()
     assert (out / "models" / "demucs-2s.pt").is_file() and (out / "priors" / "seconds0.5" / "bass.pt").is_file()
+    # the same trained systems on songs of another style: nothing is trained again, the other songs are scored
+    from flowsep.data.synth import synthesize
+    held = synthesize(tmp_path / "heldout", n_train=0, n_test=1, seconds=1.5, style="heldout", workers=1,
+                      progress=False)
+    trained = {p: p.stat().st_mtime_ns for p in out.rglob("*.pt")}
+    other = run_benchmark(short_root, "smoke", tmp_path / "bench-heldout", tracks=1, train_seconds=2.0, iterations=2,
+                          demo_seconds=None, progress=False, log=None, models_dir=out, test_data=held)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.pt")} == trained
+    assert list(other["system"]) == names and other[list(TARGETS)].notna().all().all()
+    info = json.loads((tmp_path / "bench-heldout" / "benchmark.json").read_text())
+    assert info["test_data"] == str(held.resolve()) and info["data"] == str(short_root.resolve())
+    assert info["tracks"] == [p.name for p in (held / "test").iterdir()] != json.loads(
+        (out / "benchmark.json").read_text())["tracks"]
+    with pytest.raises(FlowsepError, match="not a MUSDB18-format root"):
+        run_benchmark(short_root, "smoke", tmp_path / "bad", tracks=1, train_seconds=2.0, models_dir=out,
+                      test_data=tmp_path / "nowhere", progress=False, log=None)
 
 
 def test_the_race_uses_the_books_priors_only_when_they_were_trained_to_its_budget(tmp_path, monkeypatch):
