@@ -19,6 +19,7 @@ The modules, in the order the data flows (each imports only modules above it; th
     device          cpu/cuda, mixed precision, the processes of a distributed run            4, 5
     io              atomic files, audio read/write, checkpoints' format check, data folder    (all)
     progress        progress bars (off under FLOWSEP_PROGRESS=0)                              (all)
+    worklog         what each chapter made and reused, and how long making it took            preface
     memory          sizes, free memory, what autograd saves (planning long separations)       5
     spectral        STFT, resampling, mono, fit-length, segments and overlap-add              3
     data/           synthetic MUSDB18 (voice, compose, synth), musdb roots, training chunks   1, 4
@@ -27,6 +28,7 @@ The modules, in the order the data flows (each imports only modules above it; th
     prior           FlowPrior: a Glow over magnitude spectrograms, its config and files       3, 4
     train           a prior's loss and data, `flowsep train`                                  4
     filtering       ratio masks and the multichannel Wiener filter                            5, 6
+    bsseval         BSS Eval v4: museval's numbers, the arithmetic arranged to take less time   6
     frozen          the priors of a separation, frozen and run together (batched, vmapped)   5
     search          the objective, and one search per strategy: latents, masks, annealed     5
     parts           songs as items, segments and chunks planned from memory; cross-fades     5
