@@ -379,6 +379,8 @@ def timings_markdown(timings: dict, titles: dict) -> str:
              "time run alone from nothing (its own time plus the time this build spent making what it reused: "
              "the synthetic set, the priors, a supervised model); and its time at the `gpu` profile on a "
              "Colab T4 GPU:", "",
+             f"```{{table}} Each chapter's time: this build at `{timings['profile']}` (in sequence, and alone from "
+             "nothing), and the `gpu` profile on a T4", ":name: timings-table", "",
              "| chapter | in sequence | alone, from nothing | GPU (`gpu` profile, T4) |", "|---|---|---|---|"]
     total, gpu_total, measured = 0.0, 0.0, True
     for stem, title in titles.items():
@@ -394,7 +396,7 @@ def timings_markdown(timings: dict, titles: dict) -> str:
         gpu_total += (entry.get("seconds") or 0.0) if "measured" in gpu else gpu_estimates().get(stem[:2], 0)
         lines.append(f"| {title} | {_duration(entry.get('seconds'))}{note} | {alone} | {gpu} |")
     kind = "measured" if measured else "estimated"
-    lines.append(f"| all chapters | {_duration(total)} | | {_duration(gpu_total)} {kind} |")
+    lines += [f"| all chapters | {_duration(total)} | | {_duration(gpu_total)} {kind} |", "```"]
     return "\n".join(lines) + "\n"
 
 

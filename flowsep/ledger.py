@@ -301,7 +301,7 @@ def with_new_sources(claim_rows: pd.DataFrame, result: dict | None) -> pd.DataFr
 def settings_rows(settings: dict) -> pd.DataFrame:
     """Each separation setting of the paper beside the one this run used (columns :data:`SETTING_COLUMNS`).
     Settings are not claims: the table says which ones flowsep shares, it reproduces nothing.
-    ``paper_value_from``: "the letter", or "reference code" where the paper's value was read from the authors'
+    ``paper_value_from``: "the paper (IEEE SPL letter)", or "reference code" where the paper's value was read from the authors'
     public code (:attr:`flowsep.paper.Setting.certain`)."""
     rows = []
     for s in paper.SEPARATION_SETTINGS:
@@ -309,7 +309,7 @@ def settings_rows(settings: dict) -> pd.DataFrame:
         rows.append({"part": SETTING_PART, "setting": s.name, "source": s.source,
                      "paper": _setting(s.value), "this_run": _setting(value),
                      "same": "yes" if _same(s.value, value) else "no",
-                     "paper_value_from": "the letter" if s.certain else "reference code"})
+                     "paper_value_from": "the paper (IEEE SPL letter)" if s.certain else "reference code"})
     return pd.DataFrame(rows, columns=SETTING_COLUMNS)
 
 

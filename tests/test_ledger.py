@@ -135,7 +135,7 @@ def test_settings_are_a_table_of_their_own_and_not_claims():
     assert list(settings.index) == [s.name for s in paper.SEPARATION_SETTINGS]
     assert settings.loc["n_fft", "same"] == "no" and settings.loc["lr", "same"] == "yes"
     assert settings.loc["lr", "paper_value_from"] == "reference code"
-    assert settings.loc["optimizer", "paper_value_from"] == "the letter"
+    assert settings.loc["optimizer", "paper_value_from"] == "the paper (IEEE SPL letter)"
     # settings in the file do not count as claims, and come back as their own table
     assert ledger.counts(pd.concat([rows, settings.reset_index()])) == ledger.counts(rows)
 
