@@ -308,6 +308,7 @@ def part_bytes(priors: FrozenPriors, search: Search, frames: int) -> int:
         return saved_for_backward_bytes(lambda: probe.objective(priors, zs, target, None)[0].sum())
 
     short = 8 * priors.frame_multiple
-    a, b = saved(short), saved(2 * short)
+    with priors.eager():   # compiled priors would compile again for each probe's length
+        a, b = saved(short), saved(2 * short)
     per_frame = (b - a) / short
     return int(WORKSPACE_FACTOR * (a + per_frame * (frames - short)))

@@ -150,7 +150,8 @@ class Separator:
     one-line error says what to change); progress: progress bars; snapshots: iterations at which to keep the
     estimates too; stack_sources: run all priors as one vmapped model ("auto": when their architectures
     match and the device is a GPU); unbatched: source by source and item by item (slow; for benchmarks and
-    tests).
+    tests); compile: the priors through :func:`torch.compile` (faster per iteration after about half a
+    minute of compiling per input length; :mod:`flowsep.frozen`).
 
     mixture: (channels, samples) or (samples,) array or tensor, any rate and length (at least one STFT
     frame at the priors' rate). ``__call__`` returns {name: np.ndarray} of the mixture's shape at its rate;
@@ -160,7 +161,8 @@ class Separator:
     """
 
     def __init__(self, priors: dict, method=DEFAULT_METHOD, *, device="auto", max_memory=None,
-                 progress: bool = True, snapshots=None, stack_sources="auto", unbatched: bool = False, **settings):
+                 progress: bool = True, snapshots=None, stack_sources="auto", unbatched: bool = False,
+                 compile: bool = False, **settings):
         self.method = method_named(method, **settings)
         check_priors(priors)
         self.method.search.check_priors(priors)
@@ -171,7 +173,7 @@ class Separator:
         if self.snapshot_at and not 0 <= self.snapshot_at[0] <= self.snapshot_at[-1] <= self.method.search.iterations:
             raise FlowsepError(f"snapshots must be iterations from 0 to {self.method.search.iterations}, "
                                f"got {self.snapshot_at}")
-        self.priors = FrozenPriors(priors, self.device, stack=stack_sources, unbatched=unbatched)
+        self.priors = FrozenPriors(priors, self.device, stack=stack_sources, unbatched=unbatched, compile=compile)
         self.names, self.config = self.priors.names, self.priors.config
 
     @property
