@@ -60,3 +60,19 @@ def test_the_top_group_in_words():
     assert "Open-Unmix has the highest mean, 4.48 dB" in two and "best" not in two
     with pytest.raises(ValueError):
         top_sentence([], 0.0)
+
+
+def test_a_difference_without_interval_is_worded_by_its_sign_and_size():
+    assert verdict.change(0.5) == "improves by 0.50 dB"
+    assert verdict.change(-0.44) == "loses 0.44 dB"
+    assert verdict.change(0.04) == "changes by less than 0.1 dB"
+    assert verdict.change(-0.099) == "changes by less than 0.1 dB"
+    assert verdict.change(2.0, unit="nats", small=0.5) == "improves by 2.00 nats"
+    assert "missing" in verdict.change(math.nan)
+    assert verdict.listing(["a"]) == "a" and verdict.listing(["a", "b", "c"]) == "a, b and c"
+    with pytest.raises(ValueError):
+        verdict.listing([])
+    diffs = {"vocals": 0.5, "bass": -0.2, "drums": 0.01, "other": math.nan}
+    assert verdict.changes({k: diffs[k] for k in ("vocals", "bass", "drums")}) == (
+        "vocals improves by 0.50 dB, bass loses 0.20 dB and drums changes by less than 0.1 dB")
+    assert verdict.gained_lost(diffs) == (["vocals"], ["bass"])
