@@ -12,9 +12,9 @@ answers them in one of three ways, with the same numbers (up to float rounding):
 - unbatched: source by source and item by item (slow; the reference for benchmarks and tests).
 
 Batched, the priors can also run compiled (``compile=True``: :func:`torch.compile`, the elementwise work of
-every layer fused; the same numbers within float rounding, 1.65x faster per iteration on 2 CPU cores at
-the cpu profile in benchmarks/results/separation_iteration_cpu.md, after about half a minute of
-compiling for each new input length). A prior that cannot be compiled on this machine (no C++ compiler,
+every layer fused; the same numbers within float rounding, 1.50x faster per iteration on 2 CPU cores at
+the cpu profile in benchmarks/results/separation_iteration_cpu.md, after compiling once for each new
+input length: about 12 s there). A prior that cannot be compiled on this machine (no C++ compiler,
 an unsupported operation) runs as it is, and says so once.
 """
 from __future__ import annotations

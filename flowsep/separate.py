@@ -150,8 +150,8 @@ class Separator:
     one-line error says what to change); progress: progress bars; snapshots: iterations at which to keep the
     estimates too; stack_sources: run all priors as one vmapped model ("auto": when their architectures
     match and the device is a GPU); unbatched: source by source and item by item (slow; for benchmarks and
-    tests); compile: the priors through :func:`torch.compile` (faster per iteration after about half a
-    minute of compiling per input length; :mod:`flowsep.frozen`).
+    tests); compile: the priors through :func:`torch.compile` (faster per iteration after compiling once
+    per input length; :mod:`flowsep.frozen`).
 
     mixture: (channels, samples) or (samples,) array or tensor, any rate and length (at least one STFT
     frame at the priors' rate). ``__call__`` returns {name: np.ndarray} of the mixture's shape at its rate;
