@@ -184,7 +184,9 @@ def main(argv=None) -> int:
         rows[name]["speedup"] = rows["baseline"]["seconds_per_iteration"] / rows[name]["seconds_per_iteration"]
     macs, rate = conv_macs(args.seconds), gemm_rate()
     floor = 2 * macs / rate
-    info = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "baseline": args.baseline,
+    import torch
+    cores = f"{os.cpu_count()} CPU cores ({torch.backends.cpu.get_cpu_capability()})"
+    info = {"machine": f"{platform.machine()}, {cores}", "baseline": args.baseline,
             "seconds": args.seconds, "iterations": args.iterations, "variants": rows,
             "conv_gflop_per_iteration": 2 * macs / 1e9, "gemm_gflops": rate / 1e9,
             "float32_floor_seconds": floor,

@@ -273,16 +273,31 @@ def split_bookkeeping(source: str) -> tuple[str, str]:
     return shown, kept
 
 
+#: the titles a cell gives its figures: ``title="..."``, ``set_title("...")``, ``suptitle("...")`` (plain strings)
+_TITLE = re.compile(r"""(?:\btitle\s*=\s*|set_title\(\s*|suptitle\(\s*)f?(["'])([^"'{}\n]+)\1""")
+
+
+def figure_alt(source: str, section: str) -> str:
+    """The alternative text of a cell's figures (what a screen reader says, and what shows where an image
+    does not load): the titles the cell's code gives them, else the section they are in."""
+    titles = list(dict.fromkeys(m.group(2).strip() for m in _TITLE.finditer(source)))
+    if titles:
+        return "Figure: " + "; ".join(titles[:3])
+    return f"Figure of the section {section}" if section else "Figure"
+
+
 def present(nb):
     """The executed chapter as its page shows it: its Colab cell and papermill's parameter cells are
     removed from the page, glue and assert statements go into a removed cell after the code they
     follow (a cell of nothing else is removed whole), what went to stderr (logs, warnings, text
-    progress bars) is dropped, and large figures are stored with a palette (:func:`lighter_png`). What ran
-    is unchanged: only Jupyter Book's ``remove-cell`` tags and the cells' split differ. Returns ``nb``
-    (changed in place)."""
-    cells = []
+    progress bars) is dropped, large figures are stored with a palette (:func:`lighter_png`) and every
+    figure gets an alternative text (:func:`figure_alt`). What ran is unchanged: only Jupyter Book's
+    ``remove-cell`` tags, the figures' text and the cells' split differ. Returns ``nb`` (changed in place)."""
+    cells, section = [], ""
     for cell in nb.cells:
         if cell.cell_type != "code":
+            headings = [line.lstrip("#").strip() for line in cell.source.splitlines() if line.startswith("#")]
+            section = headings[-1] if headings else section
             cells.append(cell)
             continue
         tags = cell.metadata.setdefault("tags", [])
@@ -292,6 +307,8 @@ def present(nb):
             png = out.get("data", {}).get("image/png")
             if png:
                 out["data"]["image/png"] = base64.b64encode(lighter_png(base64.b64decode(png))).decode()
+                options = cell.metadata.setdefault("mystnb", {}).setdefault("image", {})   # myst-nb's image options
+                options.setdefault("alt", figure_alt(cell.source, section))
         if is_colab_cell(cell) or any(t in tags for t in PARAMETER_TAGS):
             tags.append(REMOVE_CELL)
             cells.append(cell)
@@ -401,8 +418,9 @@ def timings_markdown(timings: dict, titles: dict) -> str:
 
 
 def _machine(device: str | None = None) -> str:
-    """The build machine in words: CPU cores, and the GPU the chapters use (if any)."""
-    words = f"{os.cpu_count()} CPU cores"
+    """The build machine in words: CPU cores and the widest vector units torch uses on them (AVX2, AVX512: a
+    cpu build's time depends on them), and the GPU the chapters use (if any)."""
+    words = f"{os.cpu_count()} CPU cores ({torch.backends.cpu.get_cpu_capability()})"
     try:
         if torch.cuda.is_available() and device != "cpu":
             return words + f" with a {torch.cuda.get_device_name(0)} GPU"

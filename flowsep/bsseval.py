@@ -10,7 +10,10 @@ tests/test_evaluate.py) and changes only how the arithmetic is arranged:
 - the least-squares fits of all the estimates share one factorisation of the references' Gram matrix
   (museval factorises it again for every estimate);
 - a window's references are transformed once, and their spectra serve every estimate and channel
-  (museval transforms them again for every pair of sources, channels and estimates).
+  (museval transforms them again for every pair of sources, channels and estimates);
+- that factorisation depends on the references alone, so it is kept for the last few sets of references
+  scored (:data:`CACHED_REFERENCES`): a race that scores eight systems on the same songs factorises each
+  song's Gram matrix once, not eight times.
 
 The decomposition (Vincent, Gribonval & Févotte 2006; v4: Stöter, Liutkus & Ito 2018). With references
 s_j (nsrc sources, nchan channels each) and the estimate ŝ of source t, both (samples, nchan):
@@ -27,10 +30,18 @@ filters ring past its end. A window in which any reference or any estimate is si
 """
 from __future__ import annotations
 
+import hashlib
+import warnings
+from collections import OrderedDict
+
 import numpy as np
 from scipy import fft as sfft
+from scipy import linalg as slinalg
 
 FILTERS_LEN = 512
+#: how many sets of references keep their factorised Gram matrices (about 170 MB each for four stereo sources)
+CACHED_REFERENCES = 8
+_factors_cache: OrderedDict = OrderedDict()
 
 
 def _any_silent(sources: np.ndarray) -> bool:
@@ -78,14 +89,41 @@ def _cross(x_f: np.ndarray, e_f: np.ndarray, nfft: int, length: int) -> np.ndarr
     return out.reshape(-1, e_f.shape[0])
 
 
-def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(A + eps I)^-1 B, least squares where that is singular (as museval)."""
-    loaded = a.copy()
-    loaded.flat[::a.shape[0] + 1] += np.finfo(float).eps
-    try:
-        return np.linalg.solve(loaded, b)
-    except np.linalg.LinAlgError:
-        return np.linalg.lstsq(a, b, rcond=None)[0]
+class _Factored:
+    """A Gram matrix A ready to solve (A + eps I) X = B for any B: its LU factors, or A itself where A + eps I
+    is singular (then least squares, as museval)."""
+
+    def __init__(self, a: np.ndarray):
+        loaded = a.copy()
+        loaded.flat[::a.shape[0] + 1] += np.finfo(float).eps
+        with warnings.catch_warnings():                    # a singular matrix is handled below, not warned of
+            warnings.simplefilter("ignore", slinalg.LinAlgWarning)
+            lu, piv = slinalg.lu_factor(loaded, overwrite_a=True, check_finite=False)
+        singular = not np.all(np.diag(lu))                 # a zero pivot: np.linalg.solve would refuse
+        self.lu, self.piv, self.a = (None, None, a) if singular else (lu, piv, None)
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        if self.lu is None:
+            return np.linalg.lstsq(self.a, b, rcond=None)[0]
+        return slinalg.lu_solve((self.lu, self.piv), b, check_finite=False)
+
+
+def _reference_factors(references: np.ndarray, x_f: np.ndarray, nfft: int, filters_len: int):
+    """(full, own): the factored Gram matrix of all the references' delayed channels, and of each source's
+    alone; kept for the last :data:`CACHED_REFERENCES` sets of references (keyed by their bytes)."""
+    key = (references.shape, filters_len, hashlib.blake2b(np.ascontiguousarray(references).data).hexdigest())
+    if key in _factors_cache:
+        _factors_cache.move_to_end(key)
+        return _factors_cache[key]
+    nsrc, _, nchan = references.shape
+    size = nchan * filters_len
+    gram = _gram(x_f, nfft, filters_len)
+    factors = (_Factored(gram), [_Factored(gram[t * size:(t + 1) * size, t * size:(t + 1) * size])
+                                 for t in range(nsrc)])
+    _factors_cache[key] = factors
+    while len(_factors_cache) > CACHED_REFERENCES:
+        _factors_cache.popitem(last=False)
+    return factors
 
 
 def projection_filters(references: np.ndarray, estimates: np.ndarray, filters_len: int = FILTERS_LEN):
@@ -100,11 +138,11 @@ def projection_filters(references: np.ndarray, estimates: np.ndarray, filters_le
     nfft = sfft.next_fast_len(n + filters_len - 1, real=True)
     x_f = sfft.rfft(_channels_rows(references), nfft, axis=-1)
     e_f = sfft.rfft(_channels_rows(estimates), nfft, axis=-1)
-    gram = _gram(x_f, nfft, filters_len)
+    gram_all, gram_own = _reference_factors(references, x_f, nfft, filters_len)
     cross = _cross(x_f, e_f, nfft, filters_len)                   # (nsrc*size, nsrc*nchan)
-    full = _solve(gram, cross).reshape(nsrc, nchan, filters_len, nsrc, nchan)
-    own = np.stack([_solve(gram[t * size:(t + 1) * size, t * size:(t + 1) * size],
-                           cross[t * size:(t + 1) * size, t * nchan:(t + 1) * nchan]) for t in range(nsrc)])
+    full = gram_all.solve(cross).reshape(nsrc, nchan, filters_len, nsrc, nchan)
+    own = np.stack([gram_own[t].solve(cross[t * size:(t + 1) * size, t * nchan:(t + 1) * nchan])
+                    for t in range(nsrc)])
     own = own.reshape(nsrc, nchan, filters_len, nchan)
     return full.transpose(3, 0, 1, 4, 2), own.transpose(0, 1, 3, 2)
 

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,6 +276,9 @@ RACE_SECONDS = {"smoke": 4.0, "cpu": 120.0, "gpu": 720.0}
 #: THE BOOK'S: the budget curve's other points, as fractions of the race's budget (the race is the point at 1); at
 #: cpu one point, so that the race can score 6 songs x 15 s within the book's time
 CURVE_FRACTIONS = {"smoke": (0.5,), "cpu": (0.25,), "gpu": (0.25, 0.5)}
+#: THE BOOK'S: how many of the race's songs the budget curve scores (the first ones; a profile not named: all).
+#: At the race's budget the curve takes the race's own scores of them (:func:`budget_curve`'s ``reuse``)
+CURVE_SONGS = {"cpu": 3}
 
 
 def models_folder(root, profile: str) -> Path:
@@ -335,6 +339,7 @@ class Race:
     excerpt: tuple | None = None
     progress: bool = True
     compile: bool = False
+    resume: bool = False
     log: object = progress_log
 
     @property
@@ -347,7 +352,7 @@ def plan_race(data=None, profile: str = "cpu", out="benchmark", tracks=None, sys
     """A checked :class:`Race` (one-line errors for a user's mistake); the dataset made when it is missing.
     test_data: a MUSDB18-format root whose test tracks are scored instead of ``data``'s (the systems still
     train on ``data``). settings: the rest of :class:`Race`'s (steps, train_seconds, iterations, protocol,
-    device, demo_seconds, priors, progress)."""
+    device, demo_seconds, priors, progress, compile, resume)."""
     steps, seconds = settings.get("steps"), settings.get("train_seconds")
     if settings.get("protocol", "standard") not in PROTOCOLS:
         raise FlowsepError(f"unknown protocol {settings['protocol']!r}; use 'standard' or 'paper'")
@@ -382,7 +387,7 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
                   iterations: int = 150, protocol: str = "standard", device="auto", systems=None,
                   demo_seconds: float = 10.0, progress: bool = True, log=progress_log, priors=None,
                   train_seconds: float | None = None, models_dir=None, excerpt=None, test_data=None,
-                  compile: bool = False) -> pd.DataFrame:
+                  compile: bool = False, resume: bool = False) -> pd.DataFrame:
     """Train, separate, score; write the table, the scores and the demo (see the module docstring).
 
     data: a MUSDB18-format root, or None / "synthetic" for the profile's synthetic set. tracks: None (every
@@ -396,13 +401,15 @@ def run_benchmark(data=None, profile: str = "cpu", out="benchmark", tracks=None,
     track (None: whole tracks). test_data: a MUSDB18-format root whose test tracks are scored instead (the
     systems train on ``data`` all the same: songs they were not made for). compile: InstGlow's priors through
     torch.compile (the same estimates within float rounding, faster after compiling; its real-time factor
-    includes the compiling). Returns the table as a DataFrame.
+    includes the compiling). resume: a song whose scores a system already has in ``out`` (an earlier run of
+    the same race, killed or not) is not separated again; a system that separated nothing has no real-time
+    factor (NaN). Returns the table as a DataFrame.
 
     Three steps: :func:`build` every system, :func:`score` each on the test tracks, :func:`report` the table.
     """
     race = plan_race(data, profile, out, tracks, systems, models_dir, excerpt, log, test_data, steps=steps,
                      train_seconds=train_seconds, iterations=iterations, protocol=protocol, device=device,
-                     demo_seconds=demo_seconds, priors=priors, progress=progress, compile=compile)
+                     demo_seconds=demo_seconds, priors=priors, progress=progress, compile=compile, resume=resume)
     built = build(race)
     rows, per_track = score(race, built)
     return report(race, built, rows, per_track)
@@ -474,7 +481,7 @@ def score(race: Race, built: dict[str, Built]) -> tuple[list[dict], dict]:
         timed = TimedSystem(b.separator)
         result = evaluate_separator(timed, race.test_root, "test", race.names, out=race.out / "scores" / system.key,
                                     protocol=race.protocol, progress=race.progress, save_estimates=False,
-                                    desc=f"score {system.name}", excerpt=race.excerpt)
+                                    desc=f"score {system.name}", excerpt=race.excerpt, resume=race.resume)
         sdr = result.summary["SDR"]
         row = {"system": system.name, "kind": system.kind, "key": system.key,
                **{t: float(sdr.get(t, math.nan)) for t in TARGETS}}
@@ -520,7 +527,7 @@ def report(race: Race, built: dict[str, Built], rows: list[dict], per_track: dic
     instglow = built["instglow"].separator if "instglow" in built else None
     _write_ledger(race.out, table, profile=race.profile, protocol=race.protocol, root=race.root, data=race.data,
                   tracks=len(race.listed), budget=in_words, instglow=instglow, excerpt=race.excerpt,
-                  per_track=per_track)
+                  per_track=per_track, test_root=race.test_root)
     return table
 
 
@@ -584,12 +591,14 @@ def paired_table(per_track: dict, pairs) -> pd.DataFrame:
 
 
 def _write_ledger(out: Path, table: pd.DataFrame, *, profile, protocol, root, data, tracks, budget, instglow,
-                  excerpt=None, per_track=None):
+                  excerpt=None, per_track=None, test_root=None):
     synthetic = data is None or str(data) in ("", "synthetic") or is_synthetic(root)
     settings = ledger.flowsep_settings(profile, instglow)
     paired = paired_table(per_track or {}, ledger.pairs_to_judge(table["key"]))
     claim_rows = ledger.claims(table, profile=profile, protocol=protocol, synthetic=synthetic, paired=paired,
-                               songs=tracks, seconds=excerpt[1] if excerpt else None)
+                               songs=tracks, seconds=excerpt[1] if excerpt else None,
+                               test_set=Path(test_root).name if test_root is not None and
+                               Path(test_root).resolve() != Path(root).resolve() else None)
     deviation_rows = ledger.deviations(profile, data=Path(root).name, synthetic=synthetic, protocol=protocol,
                                        tracks=tracks, budget=budget, settings=settings, excerpt=excerpt)
     ledger.write_ledger(out, claim_rows, deviation_rows,
@@ -598,7 +607,7 @@ def _write_ledger(out: Path, table: pd.DataFrame, *, profile, protocol, root, da
 
 
 def budget_curve(data=None, profile: str = "cpu", out="curve", budgets=(60.0, 180.0, 540.0), tracks=None,
-                 systems=("instglow", "openunmix"), models_dir=None, known=None, log=progress_log,
+                 systems=("instglow", "openunmix"), models_dir=None, reuse=None, log=progress_log,
                  **kwargs) -> pd.DataFrame:
     """Mean SDR of each system at several training-time budgets: how each grows with compute, where they cross.
 
@@ -606,9 +615,11 @@ def budget_curve(data=None, profile: str = "cpu", out="curve", budgets=(60.0, 18
     (or reused from ``models_dir``, e.g. the folder of a race at one of the budgets) and scored; the results
     go to ``out/seconds<S>/`` and the curve to ``out/budget_curve.csv`` and ``out/budget_curve.md``: one row
     per system and budget with the mean SDR over songs x targets, its bootstrap 95% interval, the median-based
-    mean of the table, the steps and seconds trained and the real-time factor. known: {budget: table} of races
-    already run on the same songs (e.g. the chapter's race at one of the budgets), taken as they are instead of
-    running again. kwargs go to :func:`run_benchmark`. Returns the curve.
+    mean of the table, the steps and seconds trained and the real-time factor. reuse: {budget: folder} of races
+    already run at that budget with these systems' models and the same excerpt (e.g. the chapter's race): the
+    per-song scores they have of the curve's songs (all of the race's, or some) are taken as they are, so no
+    song is separated twice (that point then has no real-time factor). kwargs go to :func:`run_benchmark`.
+    Returns the curve.
     """
     budgets = sorted(float(b) for b in budgets)
     if len(budgets) < 1 or not all(b > 0 and math.isfinite(b) for b in budgets):
@@ -618,10 +629,11 @@ def budget_curve(data=None, profile: str = "cpu", out="curve", budgets=(60.0, 18
     rows = []
     for b in budgets:
         (log or (lambda *a: None))(f"[budget curve] {b:g} s per system")
-        table = (known or {}).get(b)
-        if table is None:
-            table = run_benchmark(data, profile, out / f"seconds{b:g}", tracks=tracks, train_seconds=b,
-                                  systems=list(systems), demo_seconds=None, models_dir=models_dir, log=log, **kwargs)
+        point = out / f"seconds{b:g}"
+        if b in (reuse or {}):
+            _copy_scores(Path(reuse[b]), point, systems)
+        table = run_benchmark(data, profile, point, tracks=tracks, train_seconds=b, systems=list(systems),
+                              demo_seconds=None, models_dir=models_dir, log=log, resume=b in (reuse or {}), **kwargs)
         for _, r in table[table["key"].isin(systems)].iterrows():
             rows.append({"system": r["system"], "key": r["key"], "budget_seconds": b, "song_mean": r["song_mean"],
                          "ci_low": r["ci_low"], "ci_high": r["ci_high"], "mean": r["mean"], "steps": r["steps"],
@@ -644,6 +656,20 @@ def budget_curve(data=None, profile: str = "cpu", out="curve", budgets=(60.0, 18
     with atomic_path(out / "budget_curve.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     return curve
+
+
+def _copy_scores(race_out: Path, out: Path, systems) -> None:
+    """Each system's per-song score files of the race in ``race_out`` into the race in ``out`` (a point of a
+    budget curve), where ``run_benchmark(resume=True)`` takes them instead of separating those songs again."""
+    for key in systems:
+        found = sorted((race_out / "scores" / key / "scores" / "test").glob("*.json"))
+        if not found:
+            raise FlowsepError(f"the race in {race_out} has no scores of {key}; run it first, or leave it out of reuse")
+        folder = out / "scores" / key / "scores" / "test"
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in found:
+            with atomic_path(folder / path.name) as tmp:
+                shutil.copyfile(path, tmp)
 
 
 # ---- command line -----------------------------------------------------------------------------------
@@ -681,6 +707,9 @@ def register_cli(subparsers) -> None:
     p.add_argument("--iterations", type=int, default=150, help="InstGlow separation iterations (default 150)")
     p.add_argument("--compile", action="store_true",
                    help="InstGlow's priors through torch.compile (the same estimates; faster after compiling)")
+    p.add_argument("--resume", action="store_true",
+                   help="take the per-song scores an earlier run left in OUT (killed or not) instead of separating "
+                        "those songs again (their systems then have no real-time factor)")
     p.add_argument("-p", "--priors", default=None, metavar="BUNDLE",
                    help="separate with this prior bundle instead of training InstGlow's priors")
     p.add_argument("--protocol", choices=("standard", "paper"), default="standard",
@@ -728,7 +757,7 @@ def _cli(args) -> int:
                           systems=systems, demo_seconds=args.demo_seconds, progress=not args.quiet,
                           log=(lambda *a: None) if args.quiet else progress_log, priors=args.priors,
                           train_seconds=args.train_seconds, excerpt=excerpt, models_dir=args.models,
-                          test_data=test_data, compile=args.compile)
+                          test_data=test_data, compile=args.compile, resume=args.resume)
     cols = ["system", *TARGETS, "mean", "steps", "train_seconds", "rtf", "ci_low", "ci_high"]
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     print(f"wrote {Path(args.out) / 'table.md'}, {Path(args.out) / 'table.csv'} and {Path(args.out) / 'ledger.md'}")

@@ -106,10 +106,13 @@ def comparable(profile: str, protocol: str, synthetic: bool) -> tuple[bool, str]
 
 
 def judged_on(profile: str, protocol: str, synthetic: bool, songs: int | None = None,
-              seconds: float | None = None) -> str:
-    """What a relational claim was judged on, in words: "synthetic data at cpu (standard protocol, 6 songs)"."""
+              seconds: float | None = None, test_set: str | None = None) -> str:
+    """What a relational claim was judged on, in words: "synthetic data at cpu (standard protocol, 6 songs)".
+    test_set: the name of the set whose test songs were scored, where it is not the one the systems trained
+    on (e.g. the held-out style's): "synthetic data at cpu (test songs of synth-cpu-heldout-seed0, ...)"."""
     data = "synthetic data" if synthetic else "MUSDB18-format data"
-    detail = [f"{protocol} protocol"]
+    detail = [f"test songs of {test_set}"] if test_set else []
+    detail.append(f"{protocol} protocol")
     if songs is not None:
         detail.append(counted(int(songs), "song") + (f", {seconds:g} s of each" if seconds else ""))
     return f"{data} at {profile} ({', '.join(detail)})"
@@ -152,16 +155,17 @@ def _interval(diff: float, low: float, high: float) -> str:
 
 def claims(table: pd.DataFrame, *, profile: str, protocol: str, synthetic: bool,
            paired: pd.DataFrame | None = None, songs: int | None = None, seconds: float | None = None,
-           new_sources: dict | None = None) -> pd.DataFrame:
+           new_sources: dict | None = None, test_set: str | None = None) -> pd.DataFrame:
     """One row per claim of the paper (columns :data:`CLAIM_COLUMNS`).
 
     table: the benchmark table (columns key, vocals, drums, bass, other, mean). paired: the paired differences
     between systems over the songs (columns :data:`PAIRED_COLUMNS`; at least the pairs of :func:`pairs_to_judge`).
     songs, seconds: how many songs were scored and how long an excerpt of each (None: whole songs), for
     ``judged_on``. new_sources: chapter 7's result (:func:`new_sources_claim`), None where it did not run.
+    test_set: the set whose test songs were scored, where the systems trained on another (:func:`judged_on`).
     """
     ours = table.set_index("key") if "key" in table.columns else table
-    on = judged_on(profile, protocol, synthetic, songs, seconds)
+    on = judged_on(profile, protocol, synthetic, songs, seconds, test_set)
     rows = (_musdb_claims(ours, *comparable(profile, protocol, synthetic)) + _slakh_claims()
             + _relative_claims(ours, paired, on) + [new_sources_claim(new_sources)])
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)

@@ -230,6 +230,11 @@ def test_benchmark_writes_every_row_and_the_demo(short_root, tmp_path, monkeypat
     assert info["test_data"] == str(held.resolve()) and info["data"] == str(short_root.resolve())
     assert info["tracks"] == [p.name for p in (held / "test").iterdir()] != json.loads(
         (out / "benchmark.json").read_text())["tracks"]
+    # the ledger says which songs its relations were judged on; the race on the training set's songs names none
+    judged = {run: set(read_ledger(folder / "ledger.csv")[0]["judged_on"]) - {"-"}
+              for run, folder in (("race", out), ("held-out", tmp_path / "bench-heldout"))}
+    assert judged["held-out"] and all(f"test songs of {held.name}," in j for j in judged["held-out"])
+    assert judged["race"] and not any("test songs of" in j for j in judged["race"])
     with pytest.raises(FlowsepError, match="not a MUSDB18-format root"):
         run_benchmark(short_root, "smoke", tmp_path / "bad", tracks=1, train_seconds=2.0, models_dir=out,
                       test_data=tmp_path / "nowhere", progress=False, log=None)
@@ -278,6 +283,17 @@ def test_budget_curve_trains_each_budget_and_shares_models(short_root, tmp_path,
     assert (tmp_path / "shared" / "models" / "openunmix-1s.pt").is_file()
     assert (tmp_path / "curve" / "budget_curve.csv").is_file()
     assert (tmp_path / "curve" / "seconds0.5" / "table.csv").is_file()
+    # a point taken from a race already run at its budget: the race's scores, nothing separated again
+    again = budget_curve(short_root, "smoke", tmp_path / "curve2", budgets=(1.0,), tracks=1, iterations=2,
+                         models_dir=tmp_path / "shared", reuse={1.0: tmp_path / "curve" / "seconds1"},
+                         progress=False, log=None)
+    first = curve[curve["budget_seconds"] == 1.0].set_index("key")
+    again = again.set_index("key")
+    assert np.allclose(again.loc[first.index, "song_mean"], first["song_mean"], atol=1e-6)
+    assert again["rtf"].isna().all() and first["rtf"].notna().all()
+    with pytest.raises(FlowsepError, match="has no scores of"):
+        budget_curve(short_root, "smoke", tmp_path / "curve3", budgets=(1.0,), tracks=1, iterations=2,
+                     models_dir=tmp_path / "shared", reuse={1.0: tmp_path / "nowhere"}, progress=False, log=None)
 
 
 # ---- command line --------------------------------------------------------------------------------------

@@ -482,5 +482,9 @@ def test_a_large_figure_is_stored_with_a_palette():
     assert tiny == big[:100]   # under the limit: untouched
     cell = nbformat.v4.new_code_cell("fig", outputs=[nbformat.v4.new_output(
         "display_data", data={"image/png": base64.b64encode(big).decode(), "text/plain": "<Figure>"})])
-    book_build.present(nbformat.v4.new_notebook(cells=[cell]))
+    book_build.present(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("## 5.5 Snapshots"), cell]))
     assert base64.b64decode(cell.outputs[0]["data"]["image/png"]) == small
+    # every figure has an alternative text: its titles, else its section; never the file's name
+    assert cell.metadata["mystnb"]["image"]["alt"] == "Figure of the section 5.5 Snapshots"
+    code = 'ax.set(title="the separation objective")\nfig.suptitle(f"step {k}")\nplots.curves(h, title=\'loss\')'
+    assert book_build.figure_alt(code, "x") == "Figure: the separation objective; loss"

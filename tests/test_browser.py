@@ -272,6 +272,8 @@ def test_figures_fit_the_column_and_stay_small(book):
             width = Image.open(path).size[0]
             assert width <= widest, (f"{entry}: {src} is {width} px wide: its text would read below "
                                      f"{plots.MIN_TEXT_PX:g} px in the {plots.COLUMN_PX} px column")
+            alt = img.get("alt", "")
+            assert alt.strip() and not re.search(r"\.png$|_images/", alt), f"{entry}: {src} has the alt text {alt!r}"
     assert checked
 
 

@@ -201,6 +201,9 @@ def test_new_sources_row_is_chapter_7s():
     row = _relations(rows).loc[paper.CLAIMS[1].text]
     assert row["status"] == "judged in chapter 7" and ledger.counts(rows)["not attempted at this profile"] == 34
     on = ledger.judged_on("cpu", "standard", True, 6, 4.0)
+    assert on == "synthetic data at cpu (standard protocol, 6 songs, 4 s of each)"
+    assert (ledger.judged_on("cpu", "standard", True, 4, 15.0, test_set="synth-cpu-heldout-seed0")
+            == "synthetic data at cpu (test songs of synth-cpu-heldout-seed0, standard protocol, 4 songs, 15 s of each)")
     result = {"diff": 2.0, "ci_low": 1.2, "ci_high": 2.9, "judged_on": on, "reused": ["vocals", "bass", "drums"],
               "retrained": ["other"]}
     row = ledger.new_sources_claim(result)
