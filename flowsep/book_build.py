@@ -286,6 +286,19 @@ def figure_alt(source: str, section: str) -> str:
     return f"Figure of the section {section}" if section else "Figure"
 
 
+def _plain_heading(markdown: str, before: str) -> str:
+    r"""The last heading of a Markdown cell (outside code fences) as plain text ($1\times1$ -> 1×1), or
+    ``before`` where the cell has none."""
+    headings, fenced = [], False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+        elif not fenced and re.match(r"#+ ", line):
+            text = re.sub(r"\$([^$]*)\$", lambda m: m.group(1).replace("\\times", "×"), line.lstrip("#").strip())
+            headings.append(re.sub(r"\\[A-Za-z]+\s*", "", text))
+    return headings[-1] if headings else before
+
+
 def present(nb):
     """The executed chapter as its page shows it: its Colab cell and papermill's parameter cells are
     removed from the page, glue and assert statements go into a removed cell after the code they
@@ -296,8 +309,7 @@ def present(nb):
     cells, section = [], ""
     for cell in nb.cells:
         if cell.cell_type != "code":
-            headings = [line.lstrip("#").strip() for line in cell.source.splitlines() if line.startswith("#")]
-            section = headings[-1] if headings else section
+            section = _plain_heading(cell.source, section)
             cells.append(cell)
             continue
         tags = cell.metadata.setdefault("tags", [])

@@ -12,8 +12,9 @@ tests/test_evaluate.py) and changes only how the arithmetic is arranged:
 - a window's references are transformed once, and their spectra serve every estimate and channel
   (museval transforms them again for every pair of sources, channels and estimates);
 - that factorisation depends on the references alone, so it is kept for the last few sets of references
-  scored (:data:`CACHED_REFERENCES`): a race that scores eight systems on the same songs factorises each
-  song's Gram matrix once, not eight times.
+  scored (:data:`CACHED_REFERENCES`): a race of up to that many songs, which scores every system on the
+  same songs, factorises each song's Gram matrix once, not once per system (with more songs than that, each
+  system's pass evicts the songs the next one needs: no gain, no harm). :func:`clear_cache` frees them.
 
 The decomposition (Vincent, Gribonval & Févotte 2006; v4: Stöter, Liutkus & Ito 2018). With references
 s_j (nsrc sources, nchan channels each) and the estimate ŝ of source t, both (samples, nchan):
@@ -108,10 +109,16 @@ class _Factored:
         return slinalg.lu_solve((self.lu, self.piv), b, check_finite=False)
 
 
+def clear_cache() -> None:
+    """Forget the kept factorisations (about 170 MB each for four stereo sources)."""
+    _factors_cache.clear()
+
+
 def _reference_factors(references: np.ndarray, x_f: np.ndarray, nfft: int, filters_len: int):
     """(full, own): the factored Gram matrix of all the references' delayed channels, and of each source's
     alone; kept for the last :data:`CACHED_REFERENCES` sets of references (keyed by their bytes)."""
-    key = (references.shape, filters_len, hashlib.blake2b(np.ascontiguousarray(references).data).hexdigest())
+    key = (references.shape, references.dtype.str, filters_len,
+           hashlib.blake2b(np.ascontiguousarray(references).data).hexdigest())
     if key in _factors_cache:
         _factors_cache.move_to_end(key)
         return _factors_cache[key]

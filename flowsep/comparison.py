@@ -27,7 +27,9 @@ every system, the oracles and the mixture-as-estimate bound included, scores the
 * ``ledger.md`` and ``ledger.csv``: the reproduction ledger (:mod:`flowsep.ledger`), every claim of the paper
   with this run's value and a status (its relations judged by the paired differences of :func:`paired_table`),
   the paper's separation settings beside flowsep's, and every deviation of flowsep from the paper;
-* ``scores/<system>/``: museval's per-track JSON files and ``summary.csv`` of each system;
+* ``scores/<system>/``: museval's per-track JSON files (``scores/<system>/scores/test/<track>.json``, which
+  ``resume=True`` and a budget curve's ``reuse`` take instead of separating that song again) and
+  ``summary.csv`` of each system;
 * ``models/<system>.pt``: the supervised checkpoints (reused, or resumed, by the next run);
   ``models/<system>-<S>s.pt`` and ``priors/seconds<S/4>/`` for a race at equal training time (InstGlow
   uses the book's priors instead when the profile trains each prior for S/4: :func:`race_prior_bundle`);
@@ -478,6 +480,9 @@ def score(race: Race, built: dict[str, Built]) -> tuple[list[dict], dict]:
     for system in race.systems:
         b = built[system.key]
         race.log(f"[{system.name}] separating and scoring {counted(len(race.listed), 'track')}")
+        # resumed, the first song may have been scored before: then this run has no demo of it to write
+        scored_before = race.resume and (race.out / "scores" / system.key / "scores" / "test" /
+                                         f"{race.listed[0].name}.json").is_file()
         timed = TimedSystem(b.separator)
         result = evaluate_separator(timed, race.test_root, "test", race.names, out=race.out / "scores" / system.key,
                                     protocol=race.protocol, progress=race.progress, save_estimates=False,
@@ -489,7 +494,7 @@ def score(race: Race, built: dict[str, Built]) -> tuple[list[dict], dict]:
         row.update(steps=b.steps, train_seconds=b.seconds, budget_seconds=b.allowed, rtf=timed.real_time_factor)
         rows.append(row)
         per_track[system.key] = per_track_sdr(result.scores)
-        if race.demo_seconds is not None and timed.first is not None:
+        if race.demo_seconds is not None and timed.first is not None and not scored_before:
             if demo is None:  # the first test track: its mixture and true stems, once
                 track = load_track(race.listed[0])
                 cut = _excerpt(track.mixture.shape[-1], track.rate, race.demo_seconds)
@@ -616,10 +621,10 @@ def budget_curve(data=None, profile: str = "cpu", out="curve", budgets=(60.0, 18
     go to ``out/seconds<S>/`` and the curve to ``out/budget_curve.csv`` and ``out/budget_curve.md``: one row
     per system and budget with the mean SDR over songs x targets, its bootstrap 95% interval, the median-based
     mean of the table, the steps and seconds trained and the real-time factor. reuse: {budget: folder} of races
-    already run at that budget with these systems' models and the same excerpt (e.g. the chapter's race): the
-    per-song scores they have of the curve's songs (all of the race's, or some) are taken as they are, so no
-    song is separated twice (that point then has no real-time factor). kwargs go to :func:`run_benchmark`.
-    Returns the curve.
+    already run at that budget with these systems' models (give the same ``models_dir``), the same protocol and
+    excerpt (e.g. the chapter's race; checked against its benchmark.json): the per-song scores they have of the
+    curve's songs are taken as they are, so no song is separated twice (a system whose songs all came from
+    the race has no real-time factor at that point). kwargs go to :func:`run_benchmark`. Returns the curve.
     """
     budgets = sorted(float(b) for b in budgets)
     if len(budgets) < 1 or not all(b > 0 and math.isfinite(b) for b in budgets):
@@ -631,7 +636,7 @@ def budget_curve(data=None, profile: str = "cpu", out="curve", budgets=(60.0, 18
         (log or (lambda *a: None))(f"[budget curve] {b:g} s per system")
         point = out / f"seconds{b:g}"
         if b in (reuse or {}):
-            _copy_scores(Path(reuse[b]), point, systems)
+            _copy_scores(Path(reuse[b]), point, systems, kwargs.get("protocol", "standard"), kwargs.get("excerpt"))
         table = run_benchmark(data, profile, point, tracks=tracks, train_seconds=b, systems=list(systems),
                               demo_seconds=None, models_dir=models_dir, log=log, resume=b in (reuse or {}), **kwargs)
         for _, r in table[table["key"].isin(systems)].iterrows():
@@ -658,9 +663,19 @@ def budget_curve(data=None, profile: str = "cpu", out="curve", budgets=(60.0, 18
     return curve
 
 
-def _copy_scores(race_out: Path, out: Path, systems) -> None:
+def _copy_scores(race_out: Path, out: Path, systems, protocol: str, excerpt) -> None:
     """Each system's per-song score files of the race in ``race_out`` into the race in ``out`` (a point of a
-    budget curve), where ``run_benchmark(resume=True)`` takes them instead of separating those songs again."""
+    budget curve), where ``run_benchmark(resume=True)`` takes them instead of separating those songs again.
+    The race must have scored with the same protocol and excerpt (its benchmark.json)."""
+    info_path = race_out / "benchmark.json"
+    if not info_path.is_file():
+        raise FlowsepError(f"{race_out} holds no finished race (no benchmark.json); run it first, or leave it out "
+                           "of reuse")
+    info = json.loads(info_path.read_text())
+    want = list(map(float, excerpt)) if excerpt else None
+    if info.get("protocol") != protocol or info.get("excerpt") != want:
+        raise FlowsepError(f"the race in {race_out} scored with the {info.get('protocol')} protocol and excerpt "
+                           f"{info.get('excerpt')}, not {protocol} and {want}; reuse only the same race")
     for key in systems:
         found = sorted((race_out / "scores" / key / "scores" / "test").glob("*.json"))
         if not found:
@@ -743,6 +758,9 @@ def _cli(args) -> int:
             raise FlowsepError(f"--curve takes seconds separated by commas, got {args.curve!r}") from None
         if args.steps is not None or args.train_seconds is not None:
             raise FlowsepError("--curve sets the budgets itself; leave out --steps and --train-seconds")
+        if args.resume:
+            raise FlowsepError("--resume goes on with one race; leave it out of --curve (or run each budget with "
+                               "--train-seconds S --resume)")
         curve = budget_curve(resolve_root(args.data), args.profile, args.out, budgets, tracks=args.tracks,
                              systems=systems or ("instglow", "openunmix"), iterations=args.iterations,
                              protocol=args.protocol, device=args.device, progress=not args.quiet,

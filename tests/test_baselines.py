@@ -291,9 +291,13 @@ def test_budget_curve_trains_each_budget_and_shares_models(short_root, tmp_path,
     again = again.set_index("key")
     assert np.allclose(again.loc[first.index, "song_mean"], first["song_mean"], atol=1e-6)
     assert again["rtf"].isna().all() and first["rtf"].notna().all()
-    with pytest.raises(FlowsepError, match="has no scores of"):
+    with pytest.raises(FlowsepError, match="no finished race"):
         budget_curve(short_root, "smoke", tmp_path / "curve3", budgets=(1.0,), tracks=1, iterations=2,
                      models_dir=tmp_path / "shared", reuse={1.0: tmp_path / "nowhere"}, progress=False, log=None)
+    with pytest.raises(FlowsepError, match="reuse only the same race"):   # another excerpt: other scores
+        budget_curve(short_root, "smoke", tmp_path / "curve3", budgets=(1.0,), tracks=1, iterations=2,
+                     models_dir=tmp_path / "shared", reuse={1.0: tmp_path / "curve" / "seconds1"},
+                     excerpt=(0.0, 1.0), progress=False, log=None)
 
 
 # ---- command line --------------------------------------------------------------------------------------
@@ -323,6 +327,8 @@ def test_cli_bad_input_gives_one_line(synth_root, tmp_path, capsys):
                                            str(tmp_path / "b"), "--systems", "instglow,unet"], capsys)
     assert "--curve" in _cli_fails(["benchmark", "--data", str(synth_root), "--profile", "smoke", "--out",
                                     str(tmp_path / "b"), "--curve", "1,two"], capsys)
+    assert "--resume" in _cli_fails(["benchmark", "--data", str(synth_root), "--profile", "smoke", "--out",
+                                     str(tmp_path / "b"), "--curve", "1,2", "--resume"], capsys)
     assert "not both" in _cli_fails(["benchmark", "--data", str(synth_root), "--profile", "smoke", "--out",
                                      str(tmp_path / "b"), "--steps", "2", "--train-seconds", "3"], capsys)
     with pytest.raises(FlowsepError, match="supervised"):

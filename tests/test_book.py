@@ -488,3 +488,6 @@ def test_a_large_figure_is_stored_with_a_palette():
     assert cell.metadata["mystnb"]["image"]["alt"] == "Figure of the section 5.5 Snapshots"
     code = 'ax.set(title="the separation objective")\nfig.suptitle(f"step {k}")\nplots.curves(h, title=\'loss\')'
     assert book_build.figure_alt(code, "x") == "Figure: the separation objective; loss"
+    heading = "## 3.2 Invertible $1\\times1$ convolution\n```python\n# not a heading\n```"
+    assert book_build._plain_heading(heading, "before") == "3.2 Invertible 1×1 convolution"
+    assert book_build._plain_heading("No heading here.", "before") == "before"

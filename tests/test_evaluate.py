@@ -112,8 +112,11 @@ def test_bss_eval_equals_museval(nsrc, n, nchan, win, hop):
     ests = 0.7 * refs + 0.2 * refs.sum(0) + 0.1 * rng.standard_normal(refs.shape)        # leaks, noise
     refs[0, 1500:4000] = 0.0          # silent through the second window: NaN there, as museval
     ests = ests[:, :n - 300]          # shorter estimates are padded with zeros
+    from flowsep import bsseval
+    bsseval.clear_cache()
     want = museval.evaluate(refs, ests, win=win, hop=hop)
     got = bss_eval(refs, ests, win=win, hop=hop)
+    assert len(bsseval._factors_cache) == 1          # these references' factorisation, kept
     for name, w, g in zip(("SDR", "ISR", "SIR", "SAR"), want, got):
         assert g.shape == w.shape, name
         np.testing.assert_array_equal(np.isnan(g), np.isnan(w), err_msg=name)
@@ -121,14 +124,27 @@ def test_bss_eval_equals_museval(nsrc, n, nchan, win, hop):
     if win < n:
         assert np.isnan(got[0][:, 1]).all()
     # other estimates of the same references: the references' factorisation is reused, the numbers still museval's
-    from flowsep import bsseval
-    cached = len(bsseval._factors_cache)
-    other = ests[::-1] + 0.3 * rng.standard_normal(ests.shape)
-    for w, g in zip(museval.evaluate(refs, other, win=win, hop=hop), bss_eval(refs, other, win=win, hop=hop)):
-        np.testing.assert_allclose(g, w, rtol=0, atol=1e-9)
-    assert len(bsseval._factors_cache) == cached
+    calls = []
+    real_gram = bsseval._gram
+    bsseval._gram = lambda *a: calls.append(1) or real_gram(*a)
+    try:
+        other = ests[::-1] + 0.3 * rng.standard_normal(ests.shape)
+        for w, g in zip(museval.evaluate(refs, other, win=win, hop=hop), bss_eval(refs, other, win=win, hop=hop)):
+            np.testing.assert_allclose(g, w, rtol=0, atol=1e-9)
+    finally:
+        bsseval._gram = real_gram
+    assert not calls and len(bsseval._factors_cache) == 1
     with pytest.raises(ValueError, match="silent throughout"):
         bss_eval(np.zeros_like(refs), ests, win=win, hop=hop)
+
+
+def test_a_singular_gram_matrix_falls_back_to_least_squares_as_museval():
+    from flowsep.bsseval import _Factored
+    a = -np.finfo(float).eps * np.eye(3)           # A + eps I is exactly zero: np.linalg.solve would refuse
+    b = np.arange(6.0).reshape(3, 2)
+    np.testing.assert_array_equal(_Factored(a).solve(b), np.linalg.lstsq(a, b, rcond=None)[0])
+    well = np.diag([2.0, 3.0, 4.0])
+    np.testing.assert_allclose(_Factored(well).solve(b), np.linalg.solve(well + np.finfo(float).eps * np.eye(3), b))
 
 
 def test_score_track_groups_like_eval_mus_track(tiny_db):
