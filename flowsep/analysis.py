@@ -19,7 +19,7 @@ import torch
 import torchaudio
 
 from .data.chunks import SourceChunks
-from .data.musdb import open_db
+from .data.musdb import open_db, stream_audio
 from .errors import FlowsepError
 from .prior import FlowPrior, PriorConfig
 from .spectral import resample, stft
@@ -89,7 +89,7 @@ def source_clips(root, source: str, config: PriorConfig, n: int = 8, subset: str
         raise FlowsepError(f"unknown source {source!r} in {root}; choose one of: {', '.join(sorted(known))}")
     signals = []
     for t in db.tracks:
-        a = torch.from_numpy(np.asarray(t.sources[source].audio, dtype=np.float32).T).mean(0)
+        a = torch.from_numpy(np.asarray(stream_audio(t, t.sources[source]), dtype=np.float32).T).mean(0)
         signals.append(resample(a, int(t.rate), config.sample_rate).numpy())
     segment = (config.segment_frames - 1) * config.hop
     chunks = SourceChunks(signals, segment, seed=seed,

@@ -35,7 +35,7 @@ import torch
 from museval.aggregate import TrackStore, json2df
 
 from .bsseval import bss_eval
-from .data.musdb import open_db, resolve_root
+from .data.musdb import open_db, resolve_root, stream_audio, target_audio
 from .errors import FlowsepError
 from .io import atomic_path, check_writable_dir, read_audio, write_audio
 from .progress import bar as progress_bar
@@ -247,12 +247,12 @@ def open_tracks(root, subset: str = "test", tracks=None) -> list:
 def load_track(track) -> Track:
     """Read a musdb track's audio into a :class:`Track`."""
     f32 = lambda a: np.ascontiguousarray(np.asarray(a, dtype=np.float32).T)  # noqa: E731
-    sources = {k: f32(s.audio) for k, s in track.sources.items()}
+    sources = {k: f32(stream_audio(track, s)) for k, s in track.sources.items()}
     references = dict(sources)
-    for k, t in track.targets.items():
+    for k in track.targets:
         if k not in references and k != "linear_mixture":
-            references[k] = f32(t.audio)
-    return Track(track.name, track.subset, int(track.rate), f32(track.audio), sources, references)
+            references[k] = f32(target_audio(track, k))
+    return Track(track.name, track.subset, int(track.rate), f32(stream_audio(track)), sources, references)
 
 
 def iter_tracks(root, subset: str = "test", tracks=None):

@@ -1,4 +1,7 @@
 """Reading MUSDB18-format roots and instrument folders, and the deterministic training chunks."""
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -6,6 +9,7 @@ import torch
 
 from flowsep import FlowsepError
 from flowsep.data.chunks import SourceChunks, StemChunks, step_loader
+from flowsep.data import musdb as musdb_data
 from flowsep.data.musdb import example_track, load_source_signals, open_db, track_stems
 
 
@@ -29,6 +33,44 @@ def test_musdb_root_through_musdb(synth_root):
     assert abs(stems["vocals"].shape[1] - 6.0 * 16000) <= 16000 * 0.1
     sigs = load_source_signals(synth_root, "bass", 8000, "train")
     assert len(sigs) == len(train) and all(s.ndim == 1 for s in sigs)
+
+
+def test_stream_audio_is_musdb_s_audio_decoded_once(synth_root, tmp_path, monkeypatch):
+    import shutil
+
+    import stempeg
+    from flowsep.evaluate import load_track
+
+    root = tmp_path / "copy"
+    shutil.copytree(synth_root, root)
+    musdb_data.clear_audio_cache()
+    decoded = []
+    real = stempeg.read_stems
+    monkeypatch.setattr(stempeg, "read_stems", lambda *a, **k: decoded.append(1) or real(*a, **k))
+    track = open_db(root, "test")[0]
+    first = load_track(track)
+    reads = len(decoded)
+    assert reads == 1 + len(track.sources)          # the mixture and each source, once
+    again = load_track(open_db(root, "test")[0])    # another DB of the same root: nothing decoded again
+    assert len(decoded) == reads
+    for k, s in track.sources.items():              # exactly musdb's arrays, and they cannot be changed
+        kept = musdb_data.stream_audio(track, s)
+        np.testing.assert_array_equal(kept, s.audio)
+        assert not kept.flags.writeable
+    for k in first.references:
+        np.testing.assert_array_equal(first.references[k], again.references[k])
+        np.testing.assert_array_equal(first.references[k], np.asarray(track.targets[k].audio, np.float32).T)
+    np.testing.assert_array_equal(first.mixture, np.asarray(track.audio, np.float32).T)
+    # a chunk is another key; a file written again is read again
+    track.chunk_start, track.chunk_duration = 1.0, 2.0
+    assert musdb_data.stream_audio(track).shape[0] < first.mixture.shape[1]
+    n = len(decoded)
+    path = Path(track.sources["vocals"].path)
+    path.write_bytes(path.read_bytes())
+    os.utime(path, ns=(0, 0))
+    musdb_data.stream_audio(track, track.sources["vocals"])
+    assert len(decoded) == n + 1
+    musdb_data.clear_audio_cache()
 
 
 def test_bad_roots_and_sources(synth_root, tmp_path):

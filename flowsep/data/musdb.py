@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import urllib.error
 import zipfile
+from collections import OrderedDict
 from pathlib import Path
 
 import musdb
@@ -29,6 +30,10 @@ SETUP = "setup.yaml"  # the musdb setup file of a synthetic set (flowsep.data.sy
 PREVIEW = "musdb-preview"
 #: the previews' folder inside the data folder (the name musdb gives it under ~/MUSDB18)
 PREVIEW_FOLDER = "MUSDB18-7"
+#: how many bytes of decoded audio :func:`stream_audio` keeps (about 85 MB per 24-s track of five stereo streams
+#: at 44.1 kHz: all the test songs of the cpu profile's race, its held-out songs or a song being separated again)
+AUDIO_CACHE_BYTES = 1_500_000_000
+_audio_cache: OrderedDict = OrderedDict()
 
 
 def preview_root() -> Path:
@@ -121,9 +126,50 @@ def open_db(root=None, subset: str = "train", split: str | None = None, download
     return db
 
 
+def stream_audio(track, stream=None) -> np.ndarray:
+    """One stream of a musdb track exactly as musdb reads it, (samples, channels) float64, read-only: the
+    mixture (``stream=None``) or one of ``track.sources``, in the track's chunk (``chunk_start``,
+    ``chunk_duration``).
+
+    Every read of a .stem.mp4 stream starts an ffprobe and an ffmpeg process (about 0.4 s on a 2-core
+    machine), and a race reads every test song once per system, a training run every training song: so the
+    arrays are kept for the process, the least recently used dropped first beyond :data:`AUDIO_CACHE_BYTES`.
+    The key holds the file's size and modification time: a file written again is read again.
+    """
+    src = track if stream is None else stream
+    if getattr(src, "_audio", None) is not None:   # set by hand through musdb's setter: not a file's audio
+        return src._audio
+    try:
+        stat = Path(src.path).stat()
+    except (OSError, TypeError):
+        return src.audio                           # musdb's own error for a missing file
+    key = (str(Path(src.path).resolve()), src.stem_id, track.chunk_start, track.chunk_duration, track.sample_rate,
+           stat.st_size, stat.st_mtime_ns)
+    if key in _audio_cache:
+        _audio_cache.move_to_end(key)
+        return _audio_cache[key]
+    audio = np.asarray(src.audio)
+    audio.setflags(write=False)
+    _audio_cache[key] = audio
+    while sum(a.nbytes for a in _audio_cache.values()) > AUDIO_CACHE_BYTES and len(_audio_cache) > 1:
+        _audio_cache.popitem(last=False)
+    return audio
+
+
+def target_audio(track, name: str) -> np.ndarray:
+    """A musdb target (a sum of sources, e.g. ``accompaniment``) as musdb mixes it, from :func:`stream_audio`."""
+    target = track.targets[name]
+    return np.sum(np.array([s.gain * stream_audio(track, s) for s in target.sources]), axis=0)
+
+
+def clear_audio_cache() -> None:
+    """Forget the audio :func:`stream_audio` kept."""
+    _audio_cache.clear()
+
+
 def track_stems(track, rate: int | None = None) -> tuple[dict[str, np.ndarray], int]:
     """All stems of a musdb track as {name: (channels, samples) float32}, optionally resampled."""
-    stems = {name: np.asarray(src.audio, dtype=np.float32).T for name, src in track.sources.items()}
+    stems = {name: np.asarray(stream_audio(track, src), dtype=np.float32).T for name, src in track.sources.items()}
     sr = int(track.rate)
     if rate and rate != sr:
         stems = {k: resample(torch.from_numpy(v), sr, rate).numpy() for k, v in stems.items()}
@@ -173,7 +219,7 @@ def load_source_signals(data, source: str | None, rate: int, split: str = "train
         known = set(db.tracks[0].sources)
         if source not in known:
             raise FlowsepError(f"unknown source {source!r} in {data}; choose one of: {', '.join(sorted(known))}")
-        return [_downmix32(t.sources[source].audio.T, int(t.rate), rate) for t in db.tracks]
+        return [_downmix32(stream_audio(t, t.sources[source]).T, int(t.rate), rate) for t in db.tracks]
     files = sorted(p for p in data.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES) if data.is_dir() else [data]
     if not files:
         raise FlowsepError(f"{data} holds no audio files ({', '.join(AUDIO_SUFFIXES)}); "
