@@ -67,7 +67,7 @@ colab-sim: setup
 	$(PY) tests/colab_sim.py
 
 test: setup colab-sim
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 # HIDE_SOLUTIONS=1: the student edition, the exercises without their solutions
 book: setup
