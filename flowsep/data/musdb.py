@@ -134,7 +134,8 @@ def stream_audio(track, stream=None) -> np.ndarray:
     Every read of a .stem.mp4 stream starts an ffprobe and an ffmpeg process (about 0.4 s on a 2-core
     machine), and a race reads every test song once per system, a training run every training song: so the
     arrays are kept for the process, the least recently used dropped first beyond :data:`AUDIO_CACHE_BYTES`.
-    The key holds the file's size and modification time: a file written again is read again.
+    The key holds the file's inode, size and times: a file written again is read again. A training set larger
+    than the cap, read in the same order again and again, gains nothing (at the cpu profile it fits).
     """
     src = track if stream is None else stream
     if getattr(src, "_audio", None) is not None:   # set by hand through musdb's setter: not a file's audio
@@ -143,8 +144,9 @@ def stream_audio(track, stream=None) -> np.ndarray:
         stat = Path(src.path).stat()
     except (OSError, TypeError):
         return src.audio                           # musdb's own error for a missing file
-    key = (str(Path(src.path).resolve()), src.stem_id, track.chunk_start, track.chunk_duration, track.sample_rate,
-           stat.st_size, stat.st_mtime_ns)
+    owner = getattr(src, "multitrack", track)     # musdb reads a source in its track's chunk, at its rate
+    key = (str(Path(src.path).resolve()), src.stem_id, owner.chunk_start, owner.chunk_duration, owner.sample_rate,
+           stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     if key in _audio_cache:
         _audio_cache.move_to_end(key)
         return _audio_cache[key]
